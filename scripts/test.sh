@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: lints, docs, Autobahn conformance, then every cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+echo "== rustfmt, clippy, rustdoc"
+cargo fmt --all -- --check
+cargo clippy --quiet --all-targets --all-features -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --all-features
+
+echo "== benchmarks build"
+cargo bench --quiet --no-run
+
+echo "== Autobahn TestSuite, server mode"
+scripts/conformance.sh
+
+echo "== cargo test"
+cargo test --all-features

@@ -1,0 +1,57 @@
+//! Per-connection settings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::pool::BufferPool;
+
+/// The read limit a connection starts with: 64 MiB per message.
+pub const DEFAULT_READ_LIMIT: u64 = 64 << 20;
+/// The default read and write buffer size.
+pub const DEFAULT_BUFFER_SIZE: usize = 4096;
+/// How long a close handshake waits for the peer's close frame by default.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of one connection, set by [`crate::Upgrader`] or given to
+/// [`crate::Conn::from_raw`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// Bytes read from the stream per system call, at least. Does not limit
+    /// message size. Default 4096.
+    pub read_buffer_size: usize,
+    /// Size of the write buffer; also the fragment size of
+    /// [`crate::MessageWriter`]. Does not limit message size. Default 4096.
+    pub write_buffer_size: usize,
+    /// Where to take write buffers from; `None` keeps one per connection.
+    pub write_buffer_pool: Option<Arc<dyn BufferPool>>,
+    /// The largest message accepted, in bytes (`None`: no limit). Default 64 MiB.
+    pub read_limit: Option<u64>,
+    /// How long [`crate::Conn::close`] waits for the peer's close frame. Default 5 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            read_buffer_size: DEFAULT_BUFFER_SIZE,
+            write_buffer_size: DEFAULT_BUFFER_SIZE,
+            write_buffer_pool: None,
+            read_limit: Some(DEFAULT_READ_LIMIT),
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("read_buffer_size", &self.read_buffer_size)
+            .field("write_buffer_size", &self.write_buffer_size)
+            .field("write_buffer_pool", &self.write_buffer_pool.is_some())
+            .field("read_limit", &self.read_limit)
+            .field("close_timeout", &self.close_timeout)
+            .finish()
+    }
+}

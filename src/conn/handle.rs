@@ -1,0 +1,87 @@
+//! A cloneable handle for control frames and closing, usable from any task.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::shared::{Shared, Stream};
+use super::write::write_control;
+use super::MessageType;
+use crate::error::Result;
+use crate::proto::CloseFrame;
+
+/// Sends control frames and closes the connection from any task, while other
+/// tasks read and write (gorilla's "`Close` and `WriteControl` may be called
+/// concurrently with all other methods").
+pub struct Handle<S: Stream> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Stream> Clone for Handle<S> {
+    fn clone(&self) -> Self {
+        Handle { shared: self.shared.clone() }
+    }
+}
+
+impl<S: Stream> fmt::Debug for Handle<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle").field("role", &self.shared.role).finish_non_exhaustive()
+    }
+}
+
+impl<S: Stream> Handle<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        Handle { shared }
+    }
+
+    /// Sends a close, ping or pong frame of at most 125 bytes. `deadline`
+    /// bounds the wait behind other writers and the write itself; a timeout
+    /// while waiting is not permanent, one during the write is.
+    pub async fn write_control(
+        &self,
+        kind: MessageType,
+        data: impl AsRef<[u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        write_control(&self.shared, kind, data.as_ref(), deadline).await
+    }
+
+    /// Sends a ping.
+    pub async fn ping(&self, data: impl AsRef<[u8]>) -> Result<()> {
+        self.write_control(MessageType::Ping, data, None).await
+    }
+
+    /// Runs the close handshake from this side: sends `frame` (unless a close
+    /// was sent already), waits up to the close timeout for the reader to see
+    /// the peer's close, then shuts the stream down.
+    pub async fn close(&self, frame: CloseFrame) -> Result<()> {
+        let deadline = Instant::now() + self.shared.config.close_timeout;
+        let sent = self.shared.send_close(&frame.encode(), Some(deadline)).await;
+        if sent.is_ok() {
+            self.shared.wait_close_received(deadline).await;
+        }
+        self.shared.shutdown().await;
+        sent
+    }
+
+    /// Shuts the stream down at once, without a close frame (gorilla's
+    /// `Conn.Close`). Reads then end and writes fail.
+    pub async fn close_now(&self) {
+        self.shared.shutdown().await;
+    }
+
+    /// True once a close frame has been sent.
+    pub fn is_close_sent(&self) -> bool {
+        self.shared.close_sent()
+    }
+
+    /// True once the peer's close frame has been received.
+    pub fn is_close_received(&self) -> bool {
+        self.shared.close_received()
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.shared.subprotocol.as_deref()
+    }
+}

@@ -1,0 +1,254 @@
+//! The async connection: [`Conn`], its halves and its handle.
+//!
+//! A [`Conn`] is a [`ReadHalf`] and a [`WriteHalf`] over one stream. Use it
+//! whole from one task, or [`Conn::split`] it so that one task reads while
+//! another writes: the type system then guarantees gorilla's rule of "one
+//! concurrent reader and one concurrent writer". A [`Handle`] sends control
+//! frames and closes from anywhere.
+
+mod config;
+mod handle;
+mod handlers;
+mod message;
+mod read;
+mod shared;
+mod write;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, MutexGuard};
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+pub use config::{Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_LIMIT};
+pub use handle::Handle;
+pub use handlers::{
+    default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
+};
+pub use message::{Message, MessageType};
+pub use read::{MessageReader, ReadHalf};
+pub use shared::Stream;
+pub use write::{MessageWriter, WriteHalf};
+
+use crate::error::Result;
+use crate::proto::{CloseFrame, MessageKind, Role};
+use shared::Shared;
+
+/// A WebSocket connection over any tokio stream.
+///
+/// Obtained from [`crate::Upgrader::accept`], [`crate::Upgrader::upgrade`] or
+/// [`Conn::from_raw`] (for a stream whose handshake was done elsewhere).
+pub struct Conn<S: Stream> {
+    read: ReadHalf<S>,
+    write: WriteHalf<S>,
+}
+
+impl<S: Stream> fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("read", &self.read).field("write", &self.write).finish()
+    }
+}
+
+impl<S: Stream> Conn<S> {
+    /// Wraps a stream on which the opening handshake has already taken place.
+    /// `early` holds bytes read past the handshake, which are WebSocket data.
+    pub fn from_raw(stream: S, role: Role, config: Config, subprotocol: Option<String>, early: BytesMut) -> Self {
+        let shared = Shared::new(stream, role, config, subprotocol);
+        Conn { read: ReadHalf::new(shared.clone(), early), write: WriteHalf::new(shared) }
+    }
+
+    /// Reads the next whole data message; see [`ReadHalf::read_message`].
+    pub async fn read_message(&mut self) -> Result<Message> {
+        self.read.read_message().await
+    }
+
+    /// Streams the next data message; see [`ReadHalf::next_reader`].
+    pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
+        self.read.next_reader().await
+    }
+
+    /// Sends a whole message; see [`WriteHalf::write_message`].
+    pub async fn write_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
+        self.write.write_message(kind, data).await
+    }
+
+    /// Sends a text message.
+    pub async fn write_text(&mut self, text: impl AsRef<str>) -> Result<()> {
+        self.write.write_text(text).await
+    }
+
+    /// Sends a binary message.
+    pub async fn write_binary(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
+        self.write.write_binary(data).await
+    }
+
+    /// Streams a message out; see [`WriteHalf::next_writer`].
+    pub async fn next_writer(&mut self, kind: MessageKind) -> Result<MessageWriter<'_, S>> {
+        self.write.next_writer(kind).await
+    }
+
+    /// Sends a control frame; see [`Handle::write_control`].
+    pub async fn write_control(
+        &self,
+        kind: MessageType,
+        data: impl AsRef<[u8]>,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        self.write.write_control(kind, data, deadline).await
+    }
+
+    /// Runs the whole close handshake: sends `frame` (unless a close was sent
+    /// already), reads and discards until the peer's close arrives or the close
+    /// timeout passes, then shuts the stream down.
+    pub async fn close(&mut self, frame: CloseFrame) -> Result<()> {
+        let deadline = Instant::now() + self.write.shared.config.close_timeout;
+        let sent = self.write.shared.send_close(&frame.encode(), Some(deadline)).await;
+        if sent.is_ok() && self.read.error().is_none() {
+            let _ = tokio::time::timeout_at(deadline.into(), self.read.drain_until_closed()).await;
+        }
+        self.write.shared.shutdown().await;
+        sent
+    }
+
+    /// Shuts the stream down at once, without a close frame.
+    pub async fn close_now(&self) {
+        self.write.shared.shutdown().await;
+    }
+
+    /// Splits into a read half and a write half, for use from two tasks.
+    pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
+        (self.read, self.write)
+    }
+
+    /// Joins halves split from the same connection; gives them back otherwise.
+    // The halves come back by value on failure, as `into_inner`'s conn does.
+    #[allow(clippy::result_large_err)]
+    pub fn reunite(read: ReadHalf<S>, write: WriteHalf<S>) -> std::result::Result<Self, (ReadHalf<S>, WriteHalf<S>)> {
+        if Arc::ptr_eq(&read.shared, &write.shared) {
+            Ok(Conn { read, write })
+        } else {
+            Err((read, write))
+        }
+    }
+
+    /// A handle that sends control frames and closes from any task.
+    pub fn handle(&self) -> Handle<S> {
+        self.write.handle()
+    }
+
+    /// The read half, for its settings (limits, deadline, handlers).
+    pub fn reader(&mut self) -> &mut ReadHalf<S> {
+        &mut self.read
+    }
+
+    /// The write half, for its settings (deadline).
+    pub fn writer(&mut self) -> &mut WriteHalf<S> {
+        &mut self.write
+    }
+
+    /// Sets the read limit; see [`ReadHalf::set_read_limit`].
+    pub fn set_read_limit(&mut self, limit: Option<u64>) {
+        self.read.set_read_limit(limit);
+    }
+
+    /// Sets the read deadline; see [`ReadHalf::set_read_deadline`].
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.read.set_read_deadline(deadline);
+    }
+
+    /// Sets the write deadline; see [`WriteHalf::set_write_deadline`].
+    pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
+        self.write.set_write_deadline(deadline);
+    }
+
+    /// Sets the ping handler; see [`ReadHalf::set_ping_handler`].
+    pub fn set_ping_handler(&mut self, handler: Option<PingPongHandler>) {
+        self.read.set_ping_handler(handler);
+    }
+
+    /// Sets the pong handler; see [`ReadHalf::set_pong_handler`].
+    pub fn set_pong_handler(&mut self, handler: Option<PingPongHandler>) {
+        self.read.set_pong_handler(handler);
+    }
+
+    /// Sets the close handler; see [`ReadHalf::set_close_handler`].
+    pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
+        self.read.set_close_handler(handler);
+    }
+
+    /// Whether this end is the server or the client.
+    pub fn role(&self) -> Role {
+        self.write.shared.role
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.write.shared.subprotocol.as_deref()
+    }
+
+    /// The underlying stream, locked for the guard's life. Reading or writing
+    /// it directly corrupts the connection; do not hold the guard across an
+    /// `.await`.
+    pub fn get_ref(&self) -> MutexGuard<'_, S> {
+        self.write.shared.stream()
+    }
+
+    /// The underlying stream, when no [`Handle`] is alive. Bytes already read
+    /// into the connection's buffer are lost.
+    #[allow(clippy::result_large_err)]
+    pub fn into_inner(self) -> std::result::Result<S, Self> {
+        // The two halves hold one reference each; anything more is a handle
+        // or a reply still in flight.
+        if Arc::strong_count(&self.write.shared) != 2 {
+            return Err(self);
+        }
+        let Conn { read, write } = self;
+        drop(read);
+        match Arc::try_unwrap(write.shared) {
+            Ok(shared) => Ok(shared.into_stream()),
+            Err(shared) => {
+                Err(Conn { read: ReadHalf::new(shared.clone(), BytesMut::new()), write: WriteHalf::new(shared) })
+            }
+        }
+    }
+}
+
+/// Streams that know their socket addresses.
+pub trait SocketAddrs {
+    /// The local address.
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+    /// The peer's address.
+    fn peer_addr(&self) -> std::io::Result<SocketAddr>;
+}
+
+impl SocketAddrs for tokio::net::TcpStream {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        tokio::net::TcpStream::local_addr(self)
+    }
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        tokio::net::TcpStream::peer_addr(self)
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl<T: SocketAddrs> SocketAddrs for hyper_util::rt::TokioIo<T> {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner().local_addr()
+    }
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner().peer_addr()
+    }
+}
+
+impl<S: Stream + SocketAddrs> Conn<S> {
+    /// The local socket address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().local_addr()
+    }
+
+    /// The peer's socket address.
+    pub fn remote_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().peer_addr()
+    }
+}

@@ -1,0 +1,381 @@
+//! The read half: drives the [`Decoder`] over the stream, runs the control
+//! handlers, and hands data messages to the application whole
+//! ([`ReadHalf::read_message`]) or streamed ([`ReadHalf::next_reader`]).
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Sleep;
+
+use super::handlers::{received_code, CloseHandler, ControlContext, Handlers, PingPongHandler};
+use super::shared::{Shared, Stream};
+use super::{Handle, Message};
+use crate::error::{CloseError, Error, Result};
+use crate::proto::{CloseFrame, Decoder, Event, MessageKind, ProtocolError};
+
+/// How long the reader waits to send a reply the protocol obliges (a pong, a
+/// close echo) before giving up on it, as gorilla does.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The largest read the reader asks for at once while a large payload is
+/// still arriving.
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+type Reply = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What the read loop hands up to the message-level methods.
+pub(crate) enum DataEvent {
+    Start(MessageKind),
+    Data(BytesMut),
+    End,
+}
+
+/// The receiving half of a connection (see [`crate::Conn::split`]).
+///
+/// Replies that the protocol obliges (pong, close echo) are still sent from
+/// here, through the shared write side, while the [`crate::WriteHalf`] is used
+/// from another task.
+pub struct ReadHalf<S: Stream> {
+    pub(crate) shared: Arc<Shared<S>>,
+    buf: BytesMut,
+    decoder: Decoder,
+    /// The permanent error: once set, every read returns it again.
+    error: Option<Error>,
+    deadline: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    handlers: Handlers,
+    reply: Option<Reply>,
+}
+
+impl<S: Stream> fmt::Debug for ReadHalf<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadHalf")
+            .field("role", &self.shared.role)
+            .field("buffered", &self.buf.len())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<S: Stream> ReadHalf<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>, early: BytesMut) -> Self {
+        let mut decoder = Decoder::new(shared.role);
+        decoder.set_max_message_size(shared.config.read_limit);
+        ReadHalf {
+            shared,
+            buf: early,
+            decoder,
+            error: None,
+            deadline: None,
+            sleep: None,
+            handlers: Handlers::default(),
+            reply: None,
+        }
+    }
+
+    /// Reads the next whole data message. Control frames that arrive first are
+    /// handled by the handlers. A close from the peer ends in
+    /// [`Error::Closed`]; every error is permanent.
+    pub async fn read_message(&mut self) -> Result<Message> {
+        let kind = self.next_start().await?;
+        let mut data: Option<BytesMut> = None;
+        poll_fn(|cx| loop {
+            match ready!(self.poll_event(cx))? {
+                DataEvent::Data(chunk) => match &mut data {
+                    Some(data) => data.extend_from_slice(&chunk),
+                    None if self.decoder.payload_remaining() == 0 => data = Some(chunk),
+                    None => {
+                        // More of this frame is on its way: make room once.
+                        let room = chunk.len().saturating_add(self.decoder.payload_remaining().min(1 << 30) as usize);
+                        let mut whole = BytesMut::with_capacity(room);
+                        whole.extend_from_slice(&chunk);
+                        data = Some(whole);
+                    }
+                },
+                DataEvent::End => return Poll::Ready(Ok::<(), Error>(())),
+                DataEvent::Start(_) => {}
+            }
+        })
+        .await?;
+        Ok(Message { kind, data: data.map(BytesMut::freeze).unwrap_or_default() })
+    }
+
+    /// Starts reading the next data message and returns its type and a reader
+    /// that streams its payload without holding it whole. Whatever is left of
+    /// a previous message is skipped first.
+    pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
+        let kind = self.next_start().await?;
+        Ok((kind, MessageReader { half: self, chunk: BytesMut::new(), done: false }))
+    }
+
+    async fn next_start(&mut self) -> Result<MessageKind> {
+        poll_fn(|cx| loop {
+            if let DataEvent::Start(kind) = ready!(self.poll_event(cx))? {
+                return Poll::Ready(Ok(kind));
+            }
+        })
+        .await
+    }
+
+    /// Sets the largest message accepted, in bytes; `None` removes the limit.
+    /// A larger message fails the connection with 1009 and
+    /// [`Error::is_read_limit`].
+    pub fn set_read_limit(&mut self, limit: Option<u64>) {
+        self.decoder.set_max_message_size(limit);
+    }
+
+    /// The read limit in force.
+    pub fn read_limit(&self) -> Option<u64> {
+        self.decoder.max_message_size()
+    }
+
+    /// Sets the time after which a waiting read fails with [`Error::Timeout`]
+    /// (permanently); `None` clears it.
+    pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+        self.sleep = deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+    }
+
+    /// The read deadline in force.
+    pub fn read_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sets the handler for received pings; `None` restores the default (reply
+    /// with a pong carrying the same payload).
+    pub fn set_ping_handler(&mut self, handler: Option<PingPongHandler>) {
+        self.handlers.ping = handler.unwrap_or_else(super::handlers::default_ping_handler);
+    }
+
+    /// The handler for received pings.
+    pub fn ping_handler(&self) -> PingPongHandler {
+        self.handlers.ping.clone()
+    }
+
+    /// Sets the handler for received pongs; `None` restores the default (do nothing).
+    pub fn set_pong_handler(&mut self, handler: Option<PingPongHandler>) {
+        self.handlers.pong = handler.unwrap_or_else(super::handlers::default_pong_handler);
+    }
+
+    /// The handler for received pongs.
+    pub fn pong_handler(&self) -> PingPongHandler {
+        self.handlers.pong.clone()
+    }
+
+    /// Sets the handler for a received close frame; `None` restores the default
+    /// (echo the status code). The read that received the close still returns
+    /// [`Error::Closed`] after the handler ran, unless the handler failed.
+    pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
+        self.handlers.close = handler.unwrap_or_else(super::handlers::default_close_handler);
+    }
+
+    /// The handler for a received close frame.
+    pub fn close_handler(&self) -> CloseHandler {
+        self.handlers.close.clone()
+    }
+
+    /// A handle that can send control frames and close the connection from any task.
+    pub fn handle(&self) -> Handle<S> {
+        Handle::new(self.shared.clone())
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.shared.subprotocol.as_deref()
+    }
+
+    /// The permanent read error, once there is one.
+    pub(crate) fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// Reads and discards until the peer's close frame (or any error) arrives.
+    pub(crate) async fn drain_until_closed(&mut self) {
+        let _ = poll_fn(|cx| loop {
+            if let Err(e) = ready!(self.poll_event(cx)) {
+                return Poll::Ready(e);
+            }
+        })
+        .await;
+    }
+
+    /// The read loop: returns the next data event, handling control frames,
+    /// sending obliged replies and failing the connection on violations.
+    pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<DataEvent>> {
+        loop {
+            if let Some(reply) = &mut self.reply {
+                ready!(reply.as_mut().poll(cx));
+                self.reply = None;
+            }
+            if let Some(e) = &self.error {
+                return Poll::Ready(Err(e.replay()));
+            }
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(Event::Start { kind, .. })) => return Poll::Ready(Ok(DataEvent::Start(kind))),
+                Ok(Some(Event::Data(chunk))) => return Poll::Ready(Ok(DataEvent::Data(chunk))),
+                Ok(Some(Event::End)) => return Poll::Ready(Ok(DataEvent::End)),
+                Ok(Some(Event::Ping(payload))) => {
+                    let handler = self.handlers.ping.clone();
+                    self.run_handler(false, |ctx| handler(&payload, ctx));
+                }
+                Ok(Some(Event::Pong(payload))) => {
+                    let handler = self.handlers.pong.clone();
+                    self.run_handler(false, |ctx| handler(&payload, ctx));
+                }
+                Ok(Some(Event::Close(frame))) => self.on_close(frame),
+                Ok(None) => {
+                    if let Err(e) = ready!(self.poll_fill(cx)) {
+                        self.error = Some(e);
+                    }
+                }
+                Err(violation) => self.fail(violation),
+            }
+        }
+    }
+
+    fn on_close(&mut self, frame: Option<CloseFrame>) {
+        self.shared.mark_close_received();
+        let closed = Error::Closed(CloseError {
+            code: received_code(frame.as_ref()),
+            reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
+        });
+        let handler = self.handlers.close.clone();
+        self.run_handler(true, |ctx| handler(frame.as_ref(), ctx));
+        self.error.get_or_insert(closed);
+    }
+
+    /// Runs a handler and schedules the replies it asked for. After a close
+    /// frame (`closing`), the stream is shut down once our close has gone out:
+    /// the close handshake is then complete (RFC 6455 §7.1.1).
+    fn run_handler(&mut self, closing: bool, handler: impl FnOnce(&mut ControlContext<'_>) -> Result<()>) {
+        let mut replies = Vec::new();
+        let mut deadline = self.deadline;
+        let result = handler(&mut ControlContext { replies: &mut replies, read_deadline: &mut deadline });
+        if deadline != self.deadline {
+            self.set_read_deadline(deadline);
+        }
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+        if replies.is_empty() && !closing {
+            return;
+        }
+        let shared = self.shared.clone();
+        self.reply = Some(Box::pin(async move {
+            for (opcode, payload) in replies {
+                let deadline = Instant::now() + REPLY_TIMEOUT;
+                let _ = shared.write_frame(opcode, true, 0, &payload, Some(deadline)).await;
+            }
+            if closing && shared.close_sent() {
+                shared.shutdown().await;
+            }
+        }));
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): send a close frame with the
+    /// code the violation calls for, then shut the stream down.
+    fn fail(&mut self, violation: ProtocolError) {
+        let code = violation.close_code();
+        self.error = Some(Error::Protocol(violation));
+        let shared = self.shared.clone();
+        self.reply = Some(Box::pin(async move {
+            let payload = CloseFrame::new(code, "").encode();
+            let _ = shared.send_close(&payload, Some(Instant::now() + REPLY_TIMEOUT)).await;
+            shared.shutdown().await;
+        }));
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let want = self
+            .shared
+            .config
+            .read_buffer_size
+            .max(self.decoder.payload_remaining().min(MAX_READ_CHUNK as u64) as usize)
+            .max(64);
+        self.buf.reserve(want);
+        let shared = &*self.shared;
+        let mut reader = SharedReader(shared);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut self.buf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(Error::abnormal_closure())),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
+            Poll::Pending => match &mut self.sleep {
+                Some(sleep) => match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(Error::Timeout)),
+                    Poll::Pending => Poll::Pending,
+                },
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+struct SharedReader<'a, S>(&'a Shared<S>);
+
+impl<S: Stream> AsyncRead for SharedReader<'_, S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.0.poll_read(cx, buf)
+    }
+}
+
+/// Streams the payload of one data message (an [`AsyncRead`]), ending at the
+/// message's end. Control frames that arrive between its fragments are handled
+/// while reading. Text is UTF-8 checked as it goes: invalid data fails the
+/// read and the connection (1007).
+pub struct MessageReader<'a, S: Stream> {
+    half: &'a mut ReadHalf<S>,
+    chunk: BytesMut,
+    done: bool,
+}
+
+impl<S: Stream> fmt::Debug for MessageReader<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageReader").field("buffered", &self.chunk.len()).field("done", &self.done).finish()
+    }
+}
+
+impl<S: Stream> MessageReader<'_, S> {
+    /// Reads the next piece of the payload, as it arrived; `None` at the end of
+    /// the message. Avoids the copy that [`AsyncRead`] makes.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if !self.chunk.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.chunk).freeze()));
+        }
+        poll_fn(|cx| self.poll_chunk(cx)).await.map(|c| c.map(BytesMut::freeze))
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<BytesMut>>> {
+        while !self.done {
+            match ready!(self.half.poll_event(cx))? {
+                DataEvent::Data(chunk) if chunk.is_empty() => {}
+                DataEvent::Data(chunk) => return Poll::Ready(Ok(Some(chunk))),
+                DataEvent::End => self.done = true,
+                DataEvent::Start(_) => {}
+            }
+        }
+        Poll::Ready(Ok(None))
+    }
+}
+
+impl<S: Stream> AsyncRead for MessageReader<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.chunk.is_empty() {
+            match ready!(this.poll_chunk(cx)) {
+                Ok(Some(chunk)) => this.chunk = chunk,
+                Ok(None) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+        let n = this.chunk.len().min(out.remaining());
+        out.put_slice(&this.chunk.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}

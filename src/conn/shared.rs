@@ -1,0 +1,268 @@
+//! The state both halves of a connection share: the stream itself and the
+//! right to write frames.
+//!
+//! The stream sits behind a plain mutex that is held only for the length of
+//! one non-blocking `poll_read` or `poll_write`, so a reader waiting for input
+//! never blocks a writer. Whole frames are written under the async [`Sink`]
+//! lock, so frames from different tasks (a data message and a pong, say) never
+//! interleave their bytes.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use super::config::Config;
+use crate::error::{Error, Result};
+use crate::proto::encoder::{encode_frame, encode_header};
+use crate::proto::{OpCode, Role};
+
+/// Payloads at least this large are written with a vectored write instead of
+/// being copied into the write buffer (unmasked frames only).
+const VECTORED_THRESHOLD: usize = 16 * 1024;
+
+/// The bounds a stream must meet to carry a connection.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Write-side state, guarded by the sink lock.
+pub(crate) struct Sink {
+    buf: Option<BytesMut>,
+    /// The first write failure; every later write returns it again.
+    error: Option<Error>,
+    shut_down: bool,
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) role: Role,
+    pub(crate) config: Config,
+    pub(crate) subprotocol: Option<String>,
+    stream: Mutex<S>,
+    sink: tokio::sync::Mutex<Sink>,
+    close_sent: AtomicBool,
+    close_received: AtomicBool,
+    close_received_notify: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding this lock can only come from the stream's own
+    // poll method; the stream is still the best state we have.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<S: Stream> Shared<S> {
+    pub(crate) fn new(stream: S, role: Role, config: Config, subprotocol: Option<String>) -> Arc<Self> {
+        let buf = config.write_buffer_pool.is_none().then(|| BytesMut::with_capacity(config.write_buffer_size));
+        Arc::new(Shared {
+            role,
+            config,
+            subprotocol,
+            stream: Mutex::new(stream),
+            sink: tokio::sync::Mutex::new(Sink { buf, error: None, shut_down: false }),
+            close_sent: AtomicBool::new(false),
+            close_received: AtomicBool::new(false),
+            close_received_notify: Notify::new(),
+        })
+    }
+
+    pub(crate) fn stream(&self) -> MutexGuard<'_, S> {
+        lock(&self.stream)
+    }
+
+    pub(crate) fn into_stream(self) -> S {
+        self.stream.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.stream()).poll_read(cx, buf)
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.stream()).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.stream()).poll_write_vectored(cx, bufs)
+    }
+
+    async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| self.poll_write(cx, data)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Writes `head` then `body` with as few system calls as the stream allows.
+    async fn write_all_vectored(&self, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
+        while !head.is_empty() {
+            let n = poll_fn(|cx| self.poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(body)])).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        self.write_all(body).await
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        poll_fn(|cx| Pin::new(&mut *self.stream()).poll_flush(cx)).await
+    }
+
+    pub(crate) fn close_sent(&self) -> bool {
+        self.close_sent.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn close_received(&self) -> bool {
+        self.close_received.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_close_received(&self) {
+        self.close_received.store(true, Ordering::Release);
+        self.close_received_notify.notify_waiters();
+    }
+
+    /// Waits until the reader has seen the peer's close frame, or `deadline`.
+    pub(crate) async fn wait_close_received(&self, deadline: Instant) {
+        let wait = async {
+            loop {
+                let notified = self.close_received_notify.notified();
+                if self.close_received() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline.into(), wait).await;
+    }
+
+    /// Writes one frame. `deadline` bounds both the wait for the sink lock and
+    /// the write itself; a timeout during the write poisons the sink, since a
+    /// frame may have gone out in part.
+    pub(crate) async fn write_frame(
+        &self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        payload: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        let mut sink = match deadline {
+            None => self.sink.lock().await,
+            Some(at) => tokio::time::timeout_at(at.into(), self.sink.lock()).await.map_err(|_| Error::Timeout)?,
+        };
+        if let Some(e) = &sink.error {
+            return Err(e.replay());
+        }
+        if self.close_sent() {
+            return Err(Error::CloseSent);
+        }
+        if opcode == OpCode::Close {
+            self.close_sent.store(true, Ordering::Release);
+        }
+        let mut buf = match sink.buf.take() {
+            Some(buf) => buf,
+            None => self
+                .config
+                .write_buffer_pool
+                .as_ref()
+                .and_then(|pool| pool.get())
+                .unwrap_or_else(|| BytesMut::with_capacity(self.config.write_buffer_size)),
+        };
+        let write = self.send(&mut buf, opcode, fin, rsv, payload);
+        let result = match deadline {
+            None => write.await.map_err(Error::Io),
+            Some(at) => match tokio::time::timeout_at(at.into(), write).await {
+                Ok(r) => r.map_err(Error::Io),
+                Err(_) => Err(Error::Timeout),
+            },
+        };
+        buf.clear();
+        match &self.config.write_buffer_pool {
+            Some(pool) => pool.put(buf),
+            None => sink.buf = Some(buf),
+        }
+        if let Err(e) = &result {
+            sink.error = Some(e.replay());
+        }
+        result
+    }
+
+    async fn send(&self, buf: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) -> io::Result<()> {
+        buf.clear();
+        match self.role {
+            Role::Server if payload.len() >= VECTORED_THRESHOLD => {
+                encode_header(buf, opcode, fin, rsv, None, payload.len() as u64);
+                self.write_all_vectored(buf, payload).await?;
+            }
+            Role::Server => {
+                encode_frame(buf, opcode, fin, rsv, None, payload);
+                self.write_all(buf).await?;
+            }
+            Role::Client => {
+                // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
+                let key: [u8; 4] = rand::random();
+                let chunk = self.config.write_buffer_size.max(1024);
+                encode_header(buf, opcode, fin, rsv, Some(key), payload.len() as u64);
+                let mut offset = 0;
+                for piece in payload.chunks(chunk) {
+                    let start = buf.len();
+                    buf.extend_from_slice(piece);
+                    offset = crate::proto::mask::apply_mask(&mut buf[start..], key, offset);
+                    if buf.len() >= chunk {
+                        self.write_all(buf).await?;
+                        buf.clear();
+                    }
+                }
+                if !buf.is_empty() {
+                    self.write_all(buf).await?;
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// The error the next write would fail with, if any.
+    pub(crate) async fn sticky_error(&self) -> Option<Error> {
+        let sink = self.sink.lock().await;
+        match &sink.error {
+            Some(e) => Some(e.replay()),
+            None if self.close_sent() => Some(Error::CloseSent),
+            None => None,
+        }
+    }
+
+    /// Shuts down the write direction of the stream (a TCP FIN), once.
+    pub(crate) async fn shutdown(&self) {
+        let mut sink = self.sink.lock().await;
+        if sink.shut_down {
+            return;
+        }
+        sink.shut_down = true;
+        let _ = poll_fn(|cx| Pin::new(&mut *self.stream()).poll_shutdown(cx)).await;
+        if sink.error.is_none() {
+            sink.error =
+                Some(if self.close_sent() { Error::CloseSent } else { Error::Io(io::ErrorKind::NotConnected.into()) });
+        }
+    }
+
+    /// Sends a close frame unless one was sent already.
+    pub(crate) async fn send_close(&self, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
+        match self.write_frame(OpCode::Close, true, 0, payload, deadline).await {
+            Err(Error::CloseSent) => Ok(()),
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The one error type of the crate.
+
+use std::{fmt, io};
+
+use http::StatusCode;
+
+use crate::proto::{CloseCode, ProtocolError};
+
+/// A close frame received from the peer, or an abnormal end of the connection,
+/// as returned by the read methods once the connection is closing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseError {
+    /// The peer's status code; 1005 when its close frame had none, 1006 when the
+    /// connection ended without a close frame.
+    pub code: CloseCode,
+    /// The peer's reason, possibly empty.
+    pub reason: String,
+}
+
+impl fmt::Display for CloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "websocket: close {}", self.code)?;
+        if !self.reason.is_empty() {
+            write!(f, ": {}", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong in silverback.
+///
+/// Inspect with the `is_*` methods or by matching. Read errors are permanent:
+/// once a read method fails, every later read returns the same error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed.
+    Io(io::Error),
+    /// The peer broke the protocol; the connection was failed with
+    /// [`ProtocolError::close_code`] (1002, 1007 or 1009).
+    Protocol(ProtocolError),
+    /// The connection is closed: the peer sent a close frame (its code and
+    /// reason are here) or the stream ended without one (code 1006).
+    Closed(CloseError),
+    /// A write after this side sent a close frame.
+    CloseSent,
+    /// A read or write deadline passed.
+    Timeout,
+    /// The opening handshake failed; the HTTP status that was (or would be)
+    /// answered is kept.
+    Handshake {
+        /// The HTTP status of the refusal.
+        status: StatusCode,
+        /// Why the handshake failed.
+        reason: String,
+    },
+    /// A control frame of more than 125 bytes, or a data type given to a
+    /// control-frame method.
+    InvalidControlFrame,
+    /// A message writer was used after it was finished.
+    WriterClosed,
+}
+
+/// The result type of silverback.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the peer closed the connection with one of `codes`.
+    pub fn is_close(&self, codes: &[CloseCode]) -> bool {
+        matches!(self, Error::Closed(e) if codes.contains(&e.code))
+    }
+
+    /// True when the connection closed with a code that is not in `expected`
+    /// (1006 on an abrupt end counts as unexpected unless listed).
+    pub fn is_unexpected_close(&self, expected: &[CloseCode]) -> bool {
+        matches!(self, Error::Closed(e) if !expected.contains(&e.code))
+    }
+
+    /// The close details when the connection was closed.
+    pub fn close_error(&self) -> Option<&CloseError> {
+        match self {
+            Error::Closed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when a message exceeded the read limit (the connection was closed with 1009).
+    pub fn is_read_limit(&self) -> bool {
+        matches!(self, Error::Protocol(ProtocolError::MessageTooBig { .. }))
+    }
+
+    /// True when a deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout) || matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+    }
+
+    /// A copy of this error, for errors that must be returned again (reads
+    /// after a failure). An I/O error is copied as its kind and message.
+    pub(crate) fn replay(&self) -> Error {
+        match self {
+            Error::Io(e) => Error::Io(io::Error::new(e.kind(), e.to_string())),
+            Error::Protocol(e) => Error::Protocol(e.clone()),
+            Error::Closed(e) => Error::Closed(e.clone()),
+            Error::CloseSent => Error::CloseSent,
+            Error::Timeout => Error::Timeout,
+            Error::Handshake { status, reason } => Error::Handshake { status: *status, reason: reason.clone() },
+            Error::InvalidControlFrame => Error::InvalidControlFrame,
+            Error::WriterClosed => Error::WriterClosed,
+        }
+    }
+
+    /// The 1006 error for a stream that ended without a close frame.
+    pub(crate) fn abnormal_closure() -> Error {
+        Error::Closed(CloseError { code: CloseCode::ABNORMAL_CLOSURE, reason: "unexpected EOF".into() })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "websocket: i/o error: {e}"),
+            Error::Protocol(e) => write!(f, "websocket: protocol error: {e} (closed with {})", e.close_code()),
+            Error::Closed(e) => e.fmt(f),
+            Error::CloseSent => f.write_str("websocket: close sent"),
+            Error::Timeout => f.write_str("websocket: deadline exceeded"),
+            Error::Handshake { status, reason } => write!(f, "websocket: bad handshake ({status}): {reason}"),
+            Error::InvalidControlFrame => f.write_str("websocket: invalid control frame"),
+            Error::WriterClosed => f.write_str("websocket: write closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<ProtocolError> for Error {
+    fn from(e: ProtocolError) -> Self {
+        Error::Protocol(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Io(e) => e,
+            Error::Timeout => io::Error::new(io::ErrorKind::TimedOut, e),
+            Error::Closed(ref c) if c.code == CloseCode::ABNORMAL_CLOSURE => {
+                io::Error::new(io::ErrorKind::UnexpectedEof, e)
+            }
+            Error::Protocol(_) => io::Error::new(io::ErrorKind::InvalidData, e),
+            other => io::Error::other(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_error_formats_like_gorilla() {
+        let e = CloseError { code: CloseCode::NORMAL, reason: "bye".into() };
+        assert_eq!(e.to_string(), "websocket: close 1000 (normal): bye");
+        let e = CloseError { code: CloseCode(4000), reason: String::new() };
+        assert_eq!(e.to_string(), "websocket: close 4000");
+    }
+
+    #[test]
+    fn close_predicates() {
+        let e = Error::Closed(CloseError { code: CloseCode::GOING_AWAY, reason: String::new() });
+        assert!(e.is_close(&[CloseCode::NORMAL, CloseCode::GOING_AWAY]));
+        assert!(!e.is_unexpected_close(&[CloseCode::GOING_AWAY]));
+        assert!(e.is_unexpected_close(&[CloseCode::NORMAL]));
+        assert!(!Error::CloseSent.is_close(&[CloseCode::NORMAL]));
+        assert!(!Error::CloseSent.is_unexpected_close(&[]));
+    }
+
+    #[test]
+    fn replay_keeps_the_kind() {
+        let e = Error::Io(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+        match e.replay() {
+            Error::Io(copy) => assert_eq!(copy.kind(), io::ErrorKind::ConnectionReset),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Error::Protocol(ProtocolError::MessageTooBig { size: 2, limit: 1 }).replay().is_read_limit());
+    }
+}

@@ -1,0 +1,106 @@
+//! silverback: WebSocket (RFC 6455) for tokio, with the API of Go's
+//! gorilla/websocket in Rust form.
+//!
+//! # Overview
+//!
+//! A [`Conn`] is one WebSocket connection. A server gets one from an
+//! [`Upgrader`], either on a raw stream ([`Upgrader::accept`]) or from a hyper
+//! request ([`Upgrader::upgrade`]):
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), silverback::Error> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9001").await?;
+//! let upgrader = silverback::Upgrader::new();
+//! let (stream, _) = listener.accept().await?;
+//! let mut conn = upgrader.accept(stream).await?;
+//! loop {
+//!     let msg = conn.read_message().await?;
+//!     conn.write_message(msg.kind, &msg.data).await?;
+//! }
+//! # }
+//! ```
+//!
+//! Messages can also be streamed: [`Conn::next_reader`] returns an
+//! [`tokio::io::AsyncRead`] over one message, and [`Conn::next_writer`] an
+//! [`tokio::io::AsyncWrite`] that sends fragments and is finished by
+//! [`MessageWriter::close`].
+//!
+//! # Layers
+//!
+//! ```text
+//!   upgrade (server handshake)
+//!          |
+//!   conn: Conn over tokio AsyncRead + AsyncWrite (buffers, deadlines, handlers, close)
+//!          |
+//!   proto: sans-IO core (frames, masking, UTF-8, close codes, handshake rules)
+//! ```
+//!
+//! Every protocol rule lives once, in [`proto`], which knows nothing of
+//! sockets or time.
+//!
+//! # Data messages
+//!
+//! Text messages are UTF-8, binary messages are opaque. Received text is
+//! validated (incrementally, across fragments): invalid text fails the
+//! connection with close code 1007. Sent text is not checked; sending valid
+//! UTF-8 is the application's job.
+//!
+//! # Control messages
+//!
+//! Received pings, pongs and closes go to handlers that run inside the read
+//! methods. The defaults answer a ping with a pong, ignore pongs, and echo a
+//! close's status code. The application must keep reading for them to run.
+//! A close from the peer ends reads with [`Error::Closed`]. [`Conn::close`]
+//! runs the close handshake from this side with a bounded wait.
+//!
+//! # Concurrency
+//!
+//! [`Conn::split`] gives a [`ReadHalf`] and a [`WriteHalf`] for two tasks; the
+//! borrow checker enforces one reader and one writer. A [`Handle`], cloneable,
+//! sends control frames and closes from anywhere, concurrently with both.
+//!
+//! # Origin considerations
+//!
+//! Browsers let any page open a WebSocket to any host. Unless told otherwise
+//! with [`Upgrader::check_origin`], the upgrader refuses (403) a request whose
+//! `Origin` header names another host than its `Host` header.
+//!
+//! # Buffers and limits
+//!
+//! Read and write buffers (4 KiB by default) reduce system calls; they do not
+//! limit message size. A [`BufferPool`] lets connections share write buffers.
+//! Each connection has a read limit (64 MiB by default): a larger message fails
+//! the connection with close code 1009.
+//!
+//! # Errors
+//!
+//! One [`Error`] type. Protocol violations by the peer close the connection
+//! with 1002, 1007 or 1009 and return [`Error::Protocol`]. Read errors are
+//! permanent; writes after a close was sent fail with [`Error::CloseSent`].
+//! No input makes the library panic.
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod conn;
+mod error;
+mod pool;
+pub mod proto;
+pub mod upgrade;
+
+pub use conn::{
+    CloseHandler, Config, Conn, ControlContext, Handle, Message, MessageReader, MessageType, MessageWriter,
+    PingPongHandler, ReadHalf, SocketAddrs, Stream, WriteHalf,
+};
+pub use error::{CloseError, Error, Result};
+pub use pool::{BufferPool, SimpleBufferPool};
+pub use proto::handshake::{is_websocket_upgrade, Rejection};
+pub use proto::{CloseCode, CloseFrame, MessageKind, Role};
+pub use upgrade::Upgrader;
+#[cfg(feature = "hyper")]
+pub use upgrade::{Rejected, UpgradedStream, Upgrading};
+
+/// The subprotocols a client asks for in `request`, in its order.
+pub fn subprotocols<B>(request: &http::Request<B>) -> Vec<&str> {
+    proto::handshake::requested_subprotocols(request.headers())
+}

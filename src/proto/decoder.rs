@@ -1,0 +1,479 @@
+//! The read side of the protocol: bytes in, validated events out.
+//!
+//! [`Decoder::decode`] takes bytes from the front of a buffer and returns one
+//! [`Event`] at a time. Data payloads are delivered as they arrive, in chunks
+//! split off the buffer without copying and unmasked in place, so a message is
+//! never held whole unless the caller chooses to. Control frames (at most 125
+//! bytes) are delivered whole. Every rule of RFC 6455 §5 about what a peer may
+//! send is checked here; a violation is returned as a [`ProtocolError`] that
+//! names the close code to fail the connection with.
+
+use bytes::{Bytes, BytesMut};
+
+use super::close::{CloseFrame, CloseFrameError};
+use super::frame::{FrameHeader, RSV1};
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+use super::{MessageKind, OpCode, ProtocolError, Role};
+
+/// RFC 6455 §5.5: control frames carry at most 125 payload bytes.
+pub const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// What the decoder found next in the byte stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A data message starts. Its payload follows as [`Event::Data`] chunks,
+    /// then [`Event::End`].
+    Start {
+        /// Text or binary.
+        kind: MessageKind,
+        /// RSV1 was set on the first frame (the message is compressed, when
+        /// permessage-deflate is negotiated).
+        compressed: bool,
+    },
+    /// The next chunk of the open message's payload, unmasked. Text has been
+    /// checked as UTF-8 up to here (when the message is not compressed).
+    Data(BytesMut),
+    /// The open message is complete.
+    End,
+    /// A ping with its payload.
+    Ping(Bytes),
+    /// A pong with its payload.
+    Pong(Bytes),
+    /// A close frame; `None` when it carried no status code.
+    Close(Option<CloseFrame>),
+}
+
+/// State of the data message being received.
+#[derive(Debug)]
+struct OpenMessage {
+    kind: MessageKind,
+    compressed: bool,
+    /// Payload bytes announced by the frame headers so far.
+    size: u64,
+    utf8: Option<Utf8Validator>,
+}
+
+/// The payload of a data frame still to be delivered.
+#[derive(Debug)]
+struct PayloadState {
+    fin: bool,
+    mask: Option<[u8; 4]>,
+    remaining: u64,
+    mask_offset: usize,
+}
+
+/// Parses and validates the frames a peer sends.
+#[derive(Debug)]
+pub struct Decoder {
+    role: Role,
+    max_message_size: Option<u64>,
+    extension_rsv: u8,
+    message: Option<OpenMessage>,
+    payload: Option<PayloadState>,
+}
+
+impl Decoder {
+    /// A decoder for an endpoint playing `role`: a server expects masked frames,
+    /// a client unmasked ones.
+    pub fn new(role: Role) -> Self {
+        Decoder { role, max_message_size: None, extension_rsv: 0, message: None, payload: None }
+    }
+
+    /// Sets the largest message accepted, summed over its frames; `None` means
+    /// no limit. A larger message fails with [`ProtocolError::MessageTooBig`]
+    /// as soon as a frame header announces it.
+    pub fn set_max_message_size(&mut self, limit: Option<u64>) {
+        self.max_message_size = limit;
+    }
+
+    /// The largest message accepted.
+    pub fn max_message_size(&self) -> Option<u64> {
+        self.max_message_size
+    }
+
+    /// Declares the RSV bits that a negotiated extension gives a meaning to
+    /// (`RSV1` for permessage-deflate). They are accepted on the first frame of
+    /// a data message only (RFC 7692 §6.1); anywhere else they are violations.
+    pub fn set_extension_rsv(&mut self, bits: u8) {
+        self.extension_rsv = bits & 0x7;
+    }
+
+    /// True while a data message has started and not yet ended.
+    pub fn in_message(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// Decodes the next event from the front of `buf`, consuming the bytes it
+    /// used. `Ok(None)` means more input is needed; nothing that would be needed
+    /// again is lost. After an error the connection must be failed: the decoder
+    /// is not meant to be used again.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if let Some(payload) = &mut self.payload {
+                if payload.remaining > 0 {
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                    // Bounded by `buf.len()`, so the cast cannot truncate.
+                    let take = payload.remaining.min(buf.len() as u64) as usize;
+                    let mut chunk = buf.split_to(take);
+                    if let Some(key) = payload.mask {
+                        payload.mask_offset = apply_mask(&mut chunk, key, payload.mask_offset);
+                    }
+                    payload.remaining -= take as u64;
+                    if let Some(message) = &mut self.message {
+                        if let Some(utf8) = &mut message.utf8 {
+                            utf8.feed(&chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+                        }
+                    }
+                    return Ok(Some(Event::Data(chunk)));
+                }
+                let fin = payload.fin;
+                self.payload = None;
+                if fin {
+                    if let Some(mut message) = self.message.take() {
+                        if let Some(utf8) = &mut message.utf8 {
+                            utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                        }
+                    }
+                    return Ok(Some(Event::End));
+                }
+                continue;
+            }
+
+            let Some((header, header_len)) = FrameHeader::parse(buf)? else {
+                return Ok(None);
+            };
+            self.check_header(&header)?;
+            if header.opcode.is_control() {
+                return self.decode_control(buf, header, header_len);
+            }
+            let _ = buf.split_to(header_len);
+            let started = self.begin_data_frame(&header)?;
+            self.payload = Some(PayloadState {
+                fin: header.fin,
+                mask: header.mask,
+                remaining: header.payload_len,
+                mask_offset: 0,
+            });
+            if let Some(event) = started {
+                return Ok(Some(event));
+            }
+        }
+    }
+
+    /// The rules that need only the header (RFC 6455 §5.1, §5.2, §5.5).
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        let allowed = match header.opcode {
+            OpCode::Text | OpCode::Binary => self.extension_rsv,
+            // RFC 7692 §6.1: RSV1 belongs to the first frame of a message only.
+            _ => self.extension_rsv & !RSV1,
+        };
+        if header.rsv & !allowed != 0 {
+            return Err(ProtocolError::ReservedBits(header.rsv));
+        }
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => return Err(ProtocolError::MaskedFrame),
+            _ => {}
+        }
+        if header.opcode.is_control() {
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame);
+            }
+            if header.payload_len > MAX_CONTROL_PAYLOAD {
+                return Err(ProtocolError::ControlFrameTooLong(header.payload_len));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens or continues a data message (RFC 6455 §5.4) and applies the read
+    /// limit. Returns the `Start` event for the first frame of a message.
+    fn begin_data_frame(&mut self, header: &FrameHeader) -> Result<Option<Event>, ProtocolError> {
+        let limit = self.max_message_size;
+        let check = |size: u64| match limit {
+            Some(limit) if size > limit => Err(ProtocolError::MessageTooBig { size, limit }),
+            _ => Ok(()),
+        };
+        match (header.opcode, &mut self.message) {
+            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(message)) => {
+                message.size = message.size.saturating_add(header.payload_len);
+                check(message.size)?;
+                Ok(None)
+            }
+            (_, Some(_)) => Err(ProtocolError::ExpectedContinuation),
+            (opcode, None) => {
+                check(header.payload_len)?;
+                let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
+                let compressed = header.rsv & RSV1 != 0;
+                // A compressed text message is validated after inflation, by the
+                // layer that inflates it.
+                let utf8 = (kind == MessageKind::Text && !compressed).then(Utf8Validator::new);
+                self.message = Some(OpenMessage { kind, compressed, size: header.payload_len, utf8 });
+                Ok(Some(Event::Start { kind, compressed }))
+            }
+        }
+    }
+
+    /// Decodes a whole control frame, or waits until it has all arrived.
+    fn decode_control(
+        &mut self,
+        buf: &mut BytesMut,
+        header: FrameHeader,
+        header_len: usize,
+    ) -> Result<Option<Event>, ProtocolError> {
+        // At most 125 bytes (checked), so the cast cannot truncate.
+        let frame_len = header_len + header.payload_len as usize;
+        if buf.len() < frame_len {
+            return Ok(None);
+        }
+        let mut frame = buf.split_to(frame_len);
+        let mut payload = frame.split_off(header_len);
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        Ok(Some(match header.opcode {
+            OpCode::Ping => Event::Ping(payload.freeze()),
+            OpCode::Pong => Event::Pong(payload.freeze()),
+            _ => Event::Close(CloseFrame::parse(&payload).map_err(|e| match e {
+                CloseFrameError::TooShort => ProtocolError::CloseFrameTooShort,
+                CloseFrameError::InvalidCode(code) => ProtocolError::InvalidCloseCode(code),
+                CloseFrameError::InvalidReason => ProtocolError::InvalidUtf8,
+            })?),
+        }))
+    }
+
+    /// Payload bytes of the current data frame that have not arrived yet.
+    pub fn payload_remaining(&self) -> u64 {
+        self.payload.as_ref().map_or(0, |p| p.remaining)
+    }
+
+    /// The kind and compression flag of the open message.
+    pub fn open_message(&self) -> Option<(MessageKind, bool)> {
+        self.message.as_ref().map(|m| (m.kind, m.compressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::encoder::encode_frame;
+
+    fn frame(opcode: OpCode, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode_frame(&mut out, opcode, fin, 0, mask, payload);
+        out.to_vec()
+    }
+
+    fn decode_all(decoder: &mut Decoder, bytes: &[u8]) -> Result<Vec<Event>, ProtocolError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut events = Vec::new();
+        while let Some(event) = decoder.decode(&mut buf)? {
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    const KEY: Option<[u8; 4]> = Some([1, 2, 3, 4]);
+
+    #[test]
+    fn a_masked_text_frame_becomes_start_data_end() {
+        let mut d = Decoder::new(Role::Server);
+        let events = decode_all(&mut d, &frame(OpCode::Text, true, b"hello", KEY)).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Start { kind: MessageKind::Text, compressed: false },
+                Event::Data(BytesMut::from(&b"hello"[..])),
+                Event::End
+            ]
+        );
+    }
+
+    #[test]
+    fn fragments_with_an_interleaved_ping_are_reassembled_in_order() {
+        let mut bytes = frame(OpCode::Binary, false, b"ab", None);
+        bytes.extend(frame(OpCode::Ping, true, b"p", None));
+        bytes.extend(frame(OpCode::Continuation, false, b"", None));
+        bytes.extend(frame(OpCode::Continuation, true, b"cd", None));
+        let mut d = Decoder::new(Role::Client);
+        let events = decode_all(&mut d, &bytes).unwrap();
+        assert_eq!(
+            events,
+            vec![
+                Event::Start { kind: MessageKind::Binary, compressed: false },
+                Event::Data(BytesMut::from(&b"ab"[..])),
+                Event::Ping(Bytes::from_static(b"p")),
+                Event::Data(BytesMut::from(&b"cd"[..])),
+                Event::End
+            ]
+        );
+    }
+
+    #[test]
+    fn byte_at_a_time_input_gives_the_same_message() {
+        let bytes = frame(OpCode::Text, true, "héllo wörld".as_bytes(), KEY);
+        let mut d = Decoder::new(Role::Server);
+        let mut buf = BytesMut::new();
+        let mut text = Vec::new();
+        let mut ended = false;
+        for b in bytes {
+            buf.extend_from_slice(&[b]);
+            while let Some(event) = d.decode(&mut buf).unwrap() {
+                match event {
+                    Event::Data(chunk) => text.extend_from_slice(&chunk),
+                    Event::End => ended = true,
+                    _ => {}
+                }
+            }
+        }
+        assert!(ended);
+        assert_eq!(text, "héllo wörld".as_bytes());
+    }
+
+    #[test]
+    fn masking_rules_depend_on_the_role() {
+        let unmasked = frame(OpCode::Text, true, b"x", None);
+        let masked = frame(OpCode::Text, true, b"x", KEY);
+        assert_eq!(decode_all(&mut Decoder::new(Role::Server), &unmasked), Err(ProtocolError::UnmaskedFrame));
+        assert_eq!(decode_all(&mut Decoder::new(Role::Client), &masked), Err(ProtocolError::MaskedFrame));
+    }
+
+    #[test]
+    fn reserved_bits_fail_unless_an_extension_claims_rsv1_on_a_first_frame() {
+        let mut rsv1 = frame(OpCode::Text, true, b"", None);
+        rsv1[0] |= 0x40;
+        assert_eq!(decode_all(&mut Decoder::new(Role::Client), &rsv1), Err(ProtocolError::ReservedBits(4)));
+        let mut d = Decoder::new(Role::Client);
+        d.set_extension_rsv(RSV1);
+        let events = decode_all(&mut d, &rsv1).unwrap();
+        assert_eq!(events[0], Event::Start { kind: MessageKind::Text, compressed: true });
+
+        let mut ping = frame(OpCode::Ping, true, b"", None);
+        ping[0] |= 0x40;
+        let mut d = Decoder::new(Role::Client);
+        d.set_extension_rsv(RSV1);
+        assert_eq!(decode_all(&mut d, &ping), Err(ProtocolError::ReservedBits(4)));
+
+        let mut bytes = frame(OpCode::Binary, false, b"a", None);
+        let mut cont = frame(OpCode::Continuation, true, b"b", None);
+        cont[0] |= 0x40;
+        bytes.extend(cont);
+        let mut d = Decoder::new(Role::Client);
+        d.set_extension_rsv(RSV1);
+        assert_eq!(decode_all(&mut d, &bytes), Err(ProtocolError::ReservedBits(4)));
+
+        let mut rsv2 = frame(OpCode::Binary, true, b"", None);
+        rsv2[0] |= 0x20;
+        let mut d = Decoder::new(Role::Client);
+        d.set_extension_rsv(RSV1);
+        assert_eq!(decode_all(&mut d, &rsv2), Err(ProtocolError::ReservedBits(2)));
+    }
+
+    #[test]
+    fn control_frame_rules() {
+        let long_ping = frame(OpCode::Ping, true, &[0; 126], None);
+        assert_eq!(
+            decode_all(&mut Decoder::new(Role::Client), &long_ping),
+            Err(ProtocolError::ControlFrameTooLong(126))
+        );
+        let max_ping = frame(OpCode::Ping, true, &[7; 125], None);
+        assert_eq!(
+            decode_all(&mut Decoder::new(Role::Client), &max_ping).unwrap(),
+            vec![Event::Ping(Bytes::from(vec![7; 125]))]
+        );
+        let fragmented = frame(OpCode::Pong, false, b"", None);
+        assert_eq!(
+            decode_all(&mut Decoder::new(Role::Client), &fragmented),
+            Err(ProtocolError::FragmentedControlFrame)
+        );
+    }
+
+    #[test]
+    fn a_partial_control_frame_is_not_consumed() {
+        let ping = frame(OpCode::Ping, true, b"abc", KEY);
+        let mut d = Decoder::new(Role::Server);
+        let mut buf = BytesMut::from(&ping[..ping.len() - 1]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert_eq!(buf.len(), ping.len() - 1);
+        buf.extend_from_slice(&ping[ping.len() - 1..]);
+        assert_eq!(d.decode(&mut buf), Ok(Some(Event::Ping(Bytes::from_static(b"abc")))));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn fragmentation_rules() {
+        let cont = frame(OpCode::Continuation, true, b"x", None);
+        assert_eq!(decode_all(&mut Decoder::new(Role::Client), &cont), Err(ProtocolError::UnexpectedContinuation));
+        let mut bytes = frame(OpCode::Text, false, b"a", None);
+        bytes.extend(frame(OpCode::Text, true, b"b", None));
+        assert_eq!(decode_all(&mut Decoder::new(Role::Client), &bytes), Err(ProtocolError::ExpectedContinuation));
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_and_across_fragments() {
+        let bad = frame(OpCode::Text, false, b"ok\xff", None);
+        assert_eq!(decode_all(&mut Decoder::new(Role::Client), &bad), Err(ProtocolError::InvalidUtf8));
+        // A character split across two frames is fine...
+        let mut split = frame(OpCode::Text, false, b"\xce", None);
+        split.extend(frame(OpCode::Continuation, true, b"\xba", None));
+        assert!(decode_all(&mut Decoder::new(Role::Client), &split).is_ok());
+        // ...but a message may not end inside one.
+        let truncated = frame(OpCode::Text, true, b"\xce", None);
+        assert_eq!(decode_all(&mut Decoder::new(Role::Client), &truncated), Err(ProtocolError::InvalidUtf8));
+        // Binary messages are not checked.
+        let binary = frame(OpCode::Binary, true, b"\xff", None);
+        assert!(decode_all(&mut Decoder::new(Role::Client), &binary).is_ok());
+    }
+
+    #[test]
+    fn close_frames_are_validated() {
+        let d = || Decoder::new(Role::Client);
+        assert_eq!(decode_all(&mut d(), &frame(OpCode::Close, true, b"", None)).unwrap(), vec![Event::Close(None)]);
+        assert_eq!(
+            decode_all(&mut d(), &frame(OpCode::Close, true, b"\x03\xe8bye", None)).unwrap(),
+            vec![Event::Close(Some(CloseFrame::new(1000u16, "bye")))]
+        );
+        assert_eq!(
+            decode_all(&mut d(), &frame(OpCode::Close, true, b"\x03", None)),
+            Err(ProtocolError::CloseFrameTooShort)
+        );
+        assert_eq!(
+            decode_all(&mut d(), &frame(OpCode::Close, true, b"\x03\xee", None)),
+            Err(ProtocolError::InvalidCloseCode(1006))
+        );
+        assert_eq!(
+            decode_all(&mut d(), &frame(OpCode::Close, true, b"\x03\xe8\xff", None)),
+            Err(ProtocolError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn the_read_limit_counts_every_fragment_and_fails_at_the_header() {
+        let mut d = Decoder::new(Role::Client);
+        d.set_max_message_size(Some(4));
+        let ok = frame(OpCode::Binary, true, b"abcd", None);
+        assert!(decode_all(&mut d, &ok).is_ok());
+        let mut bytes = frame(OpCode::Binary, false, b"abc", None);
+        bytes.extend(frame(OpCode::Continuation, true, b"de", None));
+        let err = decode_all(&mut d, &bytes).unwrap_err();
+        assert_eq!(err, ProtocolError::MessageTooBig { size: 5, limit: 4 });
+        assert_eq!(err.close_code(), crate::proto::CloseCode::MESSAGE_TOO_BIG);
+        // A header alone announcing too much fails before any payload arrives.
+        let mut d = Decoder::new(Role::Client);
+        d.set_max_message_size(Some(1000));
+        let header = [0x82, 0x7f, 0, 0, 0, 1, 0, 0, 0, 0];
+        assert!(matches!(decode_all(&mut d, &header), Err(ProtocolError::MessageTooBig { .. })));
+    }
+
+    #[test]
+    fn empty_messages_and_empty_fragments() {
+        let mut d = Decoder::new(Role::Client);
+        let events = decode_all(&mut d, &frame(OpCode::Text, true, b"", None)).unwrap();
+        assert_eq!(events, vec![Event::Start { kind: MessageKind::Text, compressed: false }, Event::End]);
+        assert!(!d.in_message());
+    }
+}

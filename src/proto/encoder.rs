@@ -1,0 +1,49 @@
+//! The write side of the protocol: frames out.
+//!
+//! Masking keys come from the caller, so this module has no randomness of its
+//! own; the connection layer draws a fresh key per client frame.
+
+use bytes::{BufMut, BytesMut};
+
+use super::frame::FrameHeader;
+use super::mask::apply_mask;
+use super::OpCode;
+
+/// Appends one whole frame to `dst`: the header, then `payload`, masked with
+/// `mask` when one is given (client frames, RFC 6455 §5.3).
+pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
+    let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
+    dst.reserve(header.encoded_len() + payload.len());
+    header.encode(dst);
+    let start = dst.len();
+    dst.put_slice(payload);
+    if let Some(key) = mask {
+        apply_mask(&mut dst[start..], key, 0);
+    }
+}
+
+/// Appends only a frame header to `dst`, for a payload that is sent separately
+/// (a vectored write of a large unmasked payload).
+pub fn encode_header(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload_len: u64) {
+    FrameHeader { fin, rsv, opcode, mask, payload_len }.encode(dst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_masked_hello() {
+        let mut out = BytesMut::new();
+        encode_frame(&mut out, OpCode::Text, true, 0, Some([0x37, 0xfa, 0x21, 0x3d]), b"Hello");
+        assert_eq!(&out[..], &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    }
+
+    #[test]
+    fn rfc_unmasked_fragments() {
+        let mut out = BytesMut::new();
+        encode_frame(&mut out, OpCode::Text, false, 0, None, b"Hel");
+        encode_frame(&mut out, OpCode::Continuation, true, 0, None, b"lo");
+        assert_eq!(&out[..], &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f]);
+    }
+}

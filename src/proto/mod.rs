@@ -1,0 +1,57 @@
+//! The sans-IO protocol core: bytes in, events out; messages in, bytes out.
+//!
+//! Nothing here touches a socket, a task or a clock. The async [`crate::Conn`]
+//! drives this core over tokio I/O; every protocol rule lives here once.
+//!
+//! - [`frame`]: frame header parse and encode.
+//! - [`mask`]: payload masking.
+//! - [`utf8`]: incremental UTF-8 validation.
+//! - [`close`]: close codes and close frames.
+//! - [`decoder`]: the read side, a validating state machine.
+//! - [`encoder`]: the write side.
+//! - [`handshake`]: the opening handshake's pure parts.
+
+pub mod close;
+pub mod decoder;
+pub mod encoder;
+mod error;
+pub mod frame;
+pub mod handshake;
+pub mod mask;
+mod opcode;
+pub mod utf8;
+
+pub use close::{CloseCode, CloseFrame};
+pub use decoder::{Decoder, Event};
+pub use encoder::encode_frame;
+pub use error::ProtocolError;
+pub use frame::FrameHeader;
+pub use opcode::OpCode;
+
+/// Which end of the connection this endpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Accepted the connection: receives masked frames, sends unmasked ones.
+    Server,
+    /// Opened the connection: sends masked frames, receives unmasked ones.
+    Client,
+}
+
+/// The type of a data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// UTF-8 text.
+    Text,
+    /// Opaque bytes.
+    Binary,
+}
+
+impl MessageKind {
+    /// The opcode of the first frame of such a message.
+    pub fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+}
