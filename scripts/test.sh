@@ -12,7 +12,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --all-features
 echo "== benchmarks build"
 cargo bench --quiet --no-run
 
-echo "== Autobahn TestSuite, server mode"
+echo "== Autobahn TestSuite, server and client modes"
 scripts/conformance.sh
 
 echo "== cargo test"

@@ -59,6 +59,27 @@ pub enum Error {
     InvalidControlFrame,
     /// A message writer was used after it was finished.
     WriterClosed,
+    /// A URL that cannot be dialed (not `ws://` or `wss://`, no host, …); no
+    /// connection was made.
+    InvalidUrl(String),
+    /// A handshake request that cannot be sent as configured (a header the
+    /// handshake sets itself, say).
+    InvalidRequest(String),
+    /// The server's handshake response is not HTTP.
+    InvalidResponse(String),
+    /// The server answered the handshake, but not with a valid `101` (gorilla's
+    /// `ErrBadHandshake`). The response carries the status, the headers and up
+    /// to 1 KiB of the body.
+    BadHandshake {
+        /// What was wrong.
+        reason: String,
+        /// The server's response.
+        response: Box<http::Response<bytes::Bytes>>,
+    },
+    /// The proxy refused the tunnel or did not speak its protocol.
+    Proxy(String),
+    /// The TLS handshake or configuration failed.
+    Tls(String),
 }
 
 /// The result type of silverback.
@@ -89,6 +110,14 @@ impl Error {
         matches!(self, Error::Protocol(ProtocolError::MessageTooBig { .. }))
     }
 
+    /// The server's response when the handshake was refused.
+    pub fn handshake_response(&self) -> Option<&http::Response<bytes::Bytes>> {
+        match self {
+            Error::BadHandshake { response, .. } => Some(response),
+            _ => None,
+        }
+    }
+
     /// True when a deadline passed.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout) || matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
@@ -106,6 +135,17 @@ impl Error {
             Error::Handshake { status, reason } => Error::Handshake { status: *status, reason: reason.clone() },
             Error::InvalidControlFrame => Error::InvalidControlFrame,
             Error::WriterClosed => Error::WriterClosed,
+            Error::InvalidUrl(s) => Error::InvalidUrl(s.clone()),
+            Error::InvalidRequest(s) => Error::InvalidRequest(s.clone()),
+            Error::InvalidResponse(s) => Error::InvalidResponse(s.clone()),
+            Error::BadHandshake { reason, response } => {
+                let mut copy = http::Response::new(response.body().clone());
+                *copy.status_mut() = response.status();
+                *copy.headers_mut() = response.headers().clone();
+                Error::BadHandshake { reason: reason.clone(), response: Box::new(copy) }
+            }
+            Error::Proxy(s) => Error::Proxy(s.clone()),
+            Error::Tls(s) => Error::Tls(s.clone()),
         }
     }
 
@@ -126,6 +166,14 @@ impl fmt::Display for Error {
             Error::Handshake { status, reason } => write!(f, "websocket: bad handshake ({status}): {reason}"),
             Error::InvalidControlFrame => f.write_str("websocket: invalid control frame"),
             Error::WriterClosed => f.write_str("websocket: write closed"),
+            Error::InvalidUrl(s) => write!(f, "websocket: invalid URL {s}"),
+            Error::InvalidRequest(s) => write!(f, "websocket: invalid request: {s}"),
+            Error::InvalidResponse(s) => write!(f, "websocket: invalid handshake response: {s}"),
+            Error::BadHandshake { reason, response } => {
+                write!(f, "websocket: bad handshake: {reason} (status {})", response.status())
+            }
+            Error::Proxy(s) => write!(f, "websocket: proxy: {s}"),
+            Error::Tls(s) => write!(f, "websocket: tls: {s}"),
         }
     }
 }

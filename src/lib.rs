@@ -83,6 +83,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod dial;
 mod error;
 mod pool;
 pub mod proto;
@@ -92,6 +93,9 @@ pub use conn::{
     CloseHandler, Config, Conn, ControlContext, Handle, Message, MessageReader, MessageType, MessageWriter,
     PingPongHandler, ReadHalf, SocketAddrs, Stream, WriteHalf,
 };
+#[cfg(feature = "tls")]
+pub use dial::TlsRoots;
+pub use dial::{connect, ClientStream, CookieJar, Dialer, MemoryCookieJar, Proxy};
 pub use error::{CloseError, Error, Result};
 pub use pool::{BufferPool, SimpleBufferPool};
 pub use proto::handshake::{is_websocket_upgrade, Rejection};

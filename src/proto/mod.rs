@@ -9,8 +9,10 @@
 //! - [`close`]: close codes and close frames.
 //! - [`decoder`]: the read side, a validating state machine.
 //! - [`encoder`]: the write side.
-//! - [`handshake`]: the opening handshake's pure parts.
+//! - [`handshake`]: the server side of the opening handshake.
+//! - [`client_handshake`]: the client side of the opening handshake.
 
+pub mod client_handshake;
 pub mod close;
 pub mod decoder;
 pub mod encoder;

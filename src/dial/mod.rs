@@ -1,0 +1,394 @@
+//! The client: [`Dialer`] and [`connect`](crate::connect).
+//!
+//! A dial parses the URL (before any connection is made), opens a TCP
+//! connection (directly, through a custom connect function, or through an HTTP
+//! `CONNECT` or SOCKS5 proxy), adds TLS for `wss://`, and runs the opening
+//! handshake, all within the handshake timeout.
+
+mod cookies;
+mod proxy;
+mod stream;
+mod target;
+#[cfg(feature = "tls")]
+mod tls;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Response;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use cookies::{CookieJar, MemoryCookieJar};
+pub use proxy::Proxy;
+pub use stream::{AsyncStream, BoxedStream, ClientStream};
+#[cfg(feature = "tls")]
+pub use tls::TlsRoots;
+
+use crate::conn::{Config, Conn, Stream};
+use crate::error::{Error, Result};
+use crate::pool::BufferPool;
+use crate::proto::client_handshake::{self, RequestParts, RESERVED_HEADERS};
+use crate::proto::Role;
+use target::Target;
+
+/// Opens the transport to a host and port: the target, or the proxy when one
+/// is used. Returns any stream.
+pub type ConnectFn =
+    Arc<dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<BoxedStream>> + Send>> + Send + Sync>;
+
+/// The default handshake timeout of a [`Dialer`], as gorilla's `DefaultDialer`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(45);
+/// The largest handshake response head a client reads.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 64;
+
+/// Opens client connections (gorilla's `Dialer`). Cheap to clone and safe to
+/// share.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), silverback::Error> {
+/// use std::time::Duration;
+/// use silverback::{Dialer, MessageType};
+///
+/// let dialer = Dialer::new().subprotocols(["chat"]).handshake_timeout(Some(Duration::from_secs(10)));
+/// let (mut conn, response) = dialer.connect("wss://example.com/socket").await?;
+/// println!("connected: {}, protocol {:?}", response.status(), conn.subprotocol());
+/// conn.write_message(MessageType::Text, "hello").await?;
+/// let reply = conn.read_message().await?;
+/// println!("{:?}", reply.as_text());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Dialer {
+    config: Config,
+    connect: Option<ConnectFn>,
+    proxy: Proxy,
+    #[cfg(feature = "tls")]
+    tls: TlsRoots,
+    handshake_timeout: Option<Duration>,
+    subprotocols: Vec<String>,
+    headers: HeaderMap,
+    enable_compression: bool,
+    jar: Option<Arc<dyn CookieJar>>,
+    max_response_bytes: usize,
+}
+
+impl Default for Dialer {
+    /// gorilla's `DefaultDialer`: proxy from the environment, 45 s handshake timeout.
+    fn default() -> Self {
+        Dialer {
+            config: Config::default(),
+            connect: None,
+            proxy: Proxy::FromEnvironment,
+            #[cfg(feature = "tls")]
+            tls: TlsRoots::default(),
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+            subprotocols: Vec::new(),
+            headers: HeaderMap::new(),
+            enable_compression: false,
+            jar: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+impl fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dialer")
+            .field("config", &self.config)
+            .field("custom_connect", &self.connect.is_some())
+            .field("proxy", &self.proxy)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("subprotocols", &self.subprotocols)
+            .field("headers", &self.headers)
+            .field("enable_compression", &self.enable_compression)
+            .field("cookie_jar", &self.jar.is_some())
+            .finish()
+    }
+}
+
+/// Dials `url` with [`Dialer::default`].
+pub async fn connect(url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
+    Dialer::default().connect(url).await
+}
+
+impl Dialer {
+    /// A dialer with the defaults of [`Dialer::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens the transport with `connect` instead of a TCP connection. With a
+    /// proxy, it is asked for the proxy's address.
+    pub fn connect_fn<F, Fut>(mut self, connect: F) -> Self
+    where
+        F: Fn(String, u16) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = io::Result<BoxedStream>> + Send + 'static,
+    {
+        self.connect = Some(Arc::new(move |host, port| Box::pin(connect(host, port))));
+        self
+    }
+
+    /// Which proxy to use; the default reads the environment.
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Where TLS trust comes from for `wss://`: bundled roots (default), the
+    /// platform's, or a complete `rustls::ClientConfig`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, roots: TlsRoots) -> Self {
+        self.tls = roots;
+        self
+    }
+
+    /// Bounds the whole dial (connect, proxy, TLS, handshake); `None` removes the bound.
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Bytes read per system call, at least (0 restores the default 4096).
+    pub fn read_buffer_size(mut self, size: usize) -> Self {
+        self.config.read_buffer_size = if size == 0 { crate::conn::DEFAULT_BUFFER_SIZE } else { size };
+        self
+    }
+
+    /// Write buffer size (0 restores the default 4096).
+    pub fn write_buffer_size(mut self, size: usize) -> Self {
+        self.config.write_buffer_size = if size == 0 { crate::conn::DEFAULT_BUFFER_SIZE } else { size };
+        self
+    }
+
+    /// Take write buffers from `pool` while writing.
+    pub fn write_buffer_pool(mut self, pool: Arc<dyn BufferPool>) -> Self {
+        self.config.write_buffer_pool = Some(pool);
+        self
+    }
+
+    /// The read limit of the connection (`None`: no limit; default 64 MiB).
+    pub fn read_limit(mut self, limit: Option<u64>) -> Self {
+        self.config.read_limit = limit;
+        self
+    }
+
+    /// How long a close handshake waits for the server's close frame.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// Subprotocols to offer, in order of preference. The server's choice must
+    /// be one of them.
+    pub fn subprotocols<I, P>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds a request header (`Origin`, `Authorization`, …). The handshake's
+    /// own headers may not be set this way; the dial fails if they are.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Asks for permessage-deflate. Not negotiated yet: no offer is sent.
+    pub fn enable_compression(mut self, enable: bool) -> Self {
+        self.enable_compression = enable;
+        self
+    }
+
+    /// Stores cookies from handshake responses and sends them on later dials.
+    pub fn cookie_jar(mut self, jar: Arc<dyn CookieJar>) -> Self {
+        self.jar = Some(jar);
+        self
+    }
+
+    /// Dials `url` (`ws://` or `wss://`) and runs the opening handshake.
+    /// Returns the connection and the server's `101` response.
+    pub async fn connect(&self, url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
+        let target = Target::parse(url)?;
+        self.check_headers()?;
+        let dial = async {
+            let stream = self.open(&target).await?;
+            self.handshake(stream, &target).await
+        };
+        match self.handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, dial).await.unwrap_or(Err(Error::Timeout)),
+            None => dial.await,
+        }
+    }
+
+    /// Runs the opening handshake for `url` over a stream that is already
+    /// connected (gorilla's `NewClient`); no proxy or TLS is added.
+    pub async fn connect_on<S: Stream>(&self, stream: S, url: &str) -> Result<(Conn<S>, Response<()>)> {
+        let target = Target::parse(url)?;
+        self.check_headers()?;
+        let handshake = self.handshake(stream, &target);
+        match self.handshake_timeout {
+            Some(limit) => tokio::time::timeout(limit, handshake).await.unwrap_or(Err(Error::Timeout)),
+            None => handshake.await,
+        }
+    }
+
+    fn check_headers(&self) -> Result<()> {
+        for name in
+            RESERVED_HEADERS.iter().chain((!self.subprotocols.is_empty()).then_some(&header::SEC_WEBSOCKET_PROTOCOL))
+        {
+            if self.headers.contains_key(name) {
+                return Err(Error::InvalidRequest(format!("duplicate header not allowed: {name}")));
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_transport(&self, host: &str, port: u16) -> Result<ClientStream> {
+        match &self.connect {
+            Some(connect) => Ok(ClientStream::boxed(connect(host.to_owned(), port).await?)),
+            None => {
+                let stream = TcpStream::connect((host, port)).await?;
+                let _ = stream.set_nodelay(true);
+                Ok(ClientStream::tcp(stream))
+            }
+        }
+    }
+
+    async fn open(&self, target: &Target) -> Result<ClientStream> {
+        let mut stream = match self.proxy.resolve(target)? {
+            Some(server) => {
+                let mut stream = self.open_transport(&server.host, server.port).await?;
+                proxy::tunnel(&mut stream, &server, target).await?;
+                stream
+            }
+            None => self.open_transport(&target.host, target.port).await?,
+        };
+        if target.tls {
+            #[cfg(feature = "tls")]
+            {
+                let config = tls::client_config(&self.tls)?;
+                stream = tls::connect(config, &target.host, stream.into_boxed()).await?;
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                let _ = &mut stream;
+                return Err(Error::InvalidUrl("wss:// needs the `tls` feature".into()));
+            }
+        }
+        Ok(stream)
+    }
+
+    async fn handshake<S: Stream>(&self, mut stream: S, target: &Target) -> Result<(Conn<S>, Response<()>)> {
+        let key = BASE64.encode(rand::random::<[u8; 16]>());
+        let mut headers = self.headers.clone();
+        if let Some(auth) = &target.basic_auth {
+            if !headers.contains_key(header::AUTHORIZATION) {
+                if let Ok(value) = HeaderValue::from_str(auth) {
+                    headers.insert(header::AUTHORIZATION, value);
+                }
+            }
+        }
+        let http_url = target.http_url();
+        if let Some(cookies) = self.jar.as_ref().and_then(|jar| jar.cookies(&http_url)) {
+            if let Ok(value) = HeaderValue::from_str(&cookies) {
+                headers.append(header::COOKIE, value);
+            }
+        }
+        let host_header = match self.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(host) => host.to_owned(),
+            None => target.host_header.clone(),
+        };
+        headers.remove(header::HOST);
+        let mut request = BytesMut::with_capacity(256);
+        client_handshake::write_request(
+            &mut request,
+            &RequestParts {
+                resource: &target.resource,
+                host: &host_header,
+                key: &key,
+                subprotocols: &self.subprotocols,
+                extensions: None,
+                headers: &headers,
+            },
+        );
+        stream.write_all(&request).await?;
+        stream.flush().await?;
+
+        let mut buf = BytesMut::with_capacity(1024);
+        let parsed = loop {
+            match client_handshake::parse_response(&buf, MAX_RESPONSE_HEADERS) {
+                Ok(Some(parsed)) => break parsed,
+                Ok(None) if buf.len() >= self.max_response_bytes => {
+                    return Err(Error::InvalidResponse("handshake response head too large".into()))
+                }
+                Ok(None) => {}
+                Err(e) => return Err(Error::InvalidResponse(e)),
+            }
+            buf.reserve(1024);
+            let room = (self.max_response_bytes - buf.len()) as u64;
+            if (&mut stream).take(room).read_buf(&mut buf).await? == 0 {
+                return Err(Error::InvalidResponse("connection closed before the handshake response".into()));
+            }
+        };
+        let mut early = buf.split_off(parsed.head_len);
+        let response = parsed.response;
+        if let Some(jar) = &self.jar {
+            let set: Vec<&str> =
+                response.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+            if !set.is_empty() {
+                jar.set_cookies(&http_url, &set);
+            }
+        }
+        let protocol = match client_handshake::validate_response(&response, &key, &self.subprotocols) {
+            Ok(protocol) => protocol,
+            Err(reason) => {
+                read_body_excerpt(&mut stream, &response, &mut early).await;
+                let (parts, ()) = response.into_parts();
+                let body = client_handshake::body_excerpt(&early);
+                return Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, body)) });
+            }
+        };
+        if let Some(ext) = response.headers().get(header::SEC_WEBSOCKET_EXTENSIONS) {
+            let reason = format!("the server accepted an extension that was not offered: {ext:?}");
+            let (parts, ()) = response.into_parts();
+            return Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, Bytes::new())) });
+        }
+        let conn = Conn::from_raw(stream, Role::Client, self.config.clone(), protocol, early);
+        Ok((conn, response))
+    }
+}
+
+/// Reads up to 1 KiB of a refusal's body (as far as `Content-Length` says),
+/// briefly: the excerpt is for the error message only.
+async fn read_body_excerpt<S: Stream>(stream: &mut S, response: &Response<()>, body: &mut BytesMut) {
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let want = length.min(1024);
+    let read = async {
+        while body.len() < want {
+            body.reserve(want - body.len());
+            match stream.read_buf(body).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+}

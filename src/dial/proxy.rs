@@ -1,0 +1,292 @@
+//! Proxies: HTTP `CONNECT` tunnels and SOCKS5, chosen explicitly or from the
+//! environment as Go's `http.ProxyFromEnvironment` does.
+
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use url::Url;
+
+use super::target::{percent_decode, Target};
+use crate::conn::Stream;
+use crate::error::{Error, Result};
+
+/// The largest proxy reply head read before giving up.
+const MAX_REPLY_BYTES: usize = 8 * 1024;
+
+/// Which proxy a [`crate::Dialer`] goes through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Proxy {
+    /// Connect directly.
+    None,
+    /// Read `HTTPS_PROXY` (for `wss`), `HTTP_PROXY` (for `ws`) or `ALL_PROXY`,
+    /// and `NO_PROXY`, upper or lower case. Loopback hosts are never proxied.
+    #[default]
+    FromEnvironment,
+    /// Always this proxy: `http://[user:pass@]host:port` for a `CONNECT`
+    /// tunnel, `socks5://[user:pass@]host:port` (or `socks5h://`) for SOCKS5.
+    Url(Url),
+}
+
+/// A proxy server to tunnel through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProxyServer {
+    pub(crate) kind: ProxyKind,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: Option<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProxyKind {
+    HttpConnect,
+    Socks5,
+}
+
+impl ProxyServer {
+    pub(crate) fn from_url(url: &Url) -> Result<ProxyServer> {
+        let (kind, default_port) = match url.scheme() {
+            "http" => (ProxyKind::HttpConnect, 80),
+            "socks5" | "socks5h" => (ProxyKind::Socks5, 1080),
+            other => return Err(Error::Proxy(format!("unsupported proxy scheme {other:?} in {url}"))),
+        };
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(host) => host.to_string(),
+            None => return Err(Error::Proxy(format!("proxy URL {url} has no host"))),
+        };
+        let user = (!url.username().is_empty())
+            .then(|| (percent_decode(url.username()), percent_decode(url.password().unwrap_or(""))));
+        Ok(ProxyServer { kind, host, port: url.port().unwrap_or(default_port), user })
+    }
+}
+
+impl Proxy {
+    /// The proxy to use for `target`, if any.
+    pub(crate) fn resolve(&self, target: &Target) -> Result<Option<ProxyServer>> {
+        match self {
+            Proxy::None => Ok(None),
+            Proxy::Url(url) => ProxyServer::from_url(url).map(Some),
+            Proxy::FromEnvironment => {
+                let env = |name: &str| {
+                    std::env::var(name)
+                        .ok()
+                        .or_else(|| std::env::var(name.to_ascii_lowercase()).ok())
+                        .filter(|v| !v.is_empty())
+                };
+                let wanted =
+                    if target.tls { env("HTTPS_PROXY") } else { env("HTTP_PROXY") }.or_else(|| env("ALL_PROXY"));
+                let Some(raw) = wanted else { return Ok(None) };
+                if bypass(&target.host, target.port, env("NO_PROXY").as_deref().unwrap_or("")) {
+                    return Ok(None);
+                }
+                // A bare "host:port" means an HTTP proxy, as in Go.
+                let url = Url::parse(&raw)
+                    .ok()
+                    .filter(|u| u.has_host())
+                    .map_or_else(|| Url::parse(&format!("http://{raw}")), Ok)
+                    .map_err(|e| Error::Proxy(format!("invalid proxy URL {raw:?} in the environment: {e}")))?;
+                ProxyServer::from_url(&url).map(Some)
+            }
+        }
+    }
+}
+
+/// Whether `host` is exempt from proxying: loopback, or listed in `no_proxy`
+/// (`*`, exact hosts, domain suffixes with or without a leading dot, optional
+/// `:port`, IP addresses).
+pub(crate) fn bypass(host: &str, port: u16, no_proxy: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    if host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+        return true;
+    }
+    no_proxy.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let entry = entry.to_ascii_lowercase();
+        let (name, entry_port) = match entry.rsplit_once(':') {
+            Some((name, p)) if !name.contains(':') || name.ends_with(']') => (name.to_owned(), p.parse::<u16>().ok()),
+            _ => (entry.clone(), None),
+        };
+        if entry_port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let name = name.trim_start_matches("*.").trim_start_matches('.').trim_matches(['[', ']']);
+        host == name || host.ends_with(&format!(".{name}"))
+    })
+}
+
+/// Opens a tunnel to `target` through an already connected proxy stream.
+pub(crate) async fn tunnel<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
+    match proxy.kind {
+        ProxyKind::HttpConnect => http_connect(stream, proxy, target).await,
+        ProxyKind::Socks5 => socks5_connect(stream, proxy, target).await,
+    }
+}
+
+async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
+    let authority = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some((user, pass)) = &proxy.user {
+        request.push_str(&format!("Proxy-Authorization: Basic {}\r\n", BASE64.encode(format!("{user}:{pass}"))));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+
+    // One byte at a time, so that nothing past the reply's head (which would
+    // belong to the tunnel) is consumed; the head is a few dozen bytes.
+    let mut head = BytesMut::with_capacity(256);
+    loop {
+        if head.len() >= MAX_REPLY_BYTES {
+            return Err(Error::Proxy("proxy reply head too large".into()));
+        }
+        let mut byte = [0u8; 1];
+        if stream.read(&mut byte).await? == 0 {
+            return Err(Error::Proxy("proxy closed the connection before replying to CONNECT".into()));
+        }
+        head.extend_from_slice(&byte);
+        if head.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut reply = httparse::Response::new(&mut headers);
+    match reply.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(Error::Proxy(format!("malformed proxy reply: {:?}", String::from_utf8_lossy(&head)))),
+    }
+    match reply.code {
+        Some(200..=299) => Ok(()),
+        Some(code) => Err(Error::Proxy(format!(
+            "proxy refused CONNECT to {authority}: {code}{}",
+            reply.reason.filter(|r| !r.is_empty()).map(|r| format!(" {r}")).unwrap_or_default()
+        ))),
+        None => Err(Error::Proxy("malformed proxy reply: no status".into())),
+    }
+}
+
+async fn socks5_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
+    let fail = |what: &str| Error::Proxy(format!("SOCKS5 proxy: {what}"));
+    // RFC 1928 §3: offer no authentication, and username/password (RFC 1929) when we have them.
+    let greeting: &[u8] = if proxy.user.is_some() { &[5, 2, 0, 2] } else { &[5, 1, 0] };
+    stream.write_all(greeting).await?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await?;
+    if choice[0] != 5 {
+        return Err(fail("not a SOCKS5 server"));
+    }
+    match (choice[1], &proxy.user) {
+        (0, _) => {}
+        (2, Some((user, pass))) => {
+            if user.len() > 255 || pass.len() > 255 {
+                return Err(fail("username or password longer than 255 bytes"));
+            }
+            let mut auth = vec![1, user.len() as u8];
+            auth.extend_from_slice(user.as_bytes());
+            auth.push(pass.len() as u8);
+            auth.extend_from_slice(pass.as_bytes());
+            stream.write_all(&auth).await?;
+            let mut status = [0u8; 2];
+            stream.read_exact(&mut status).await?;
+            if status[1] != 0 {
+                return Err(fail("username/password authentication failed"));
+            }
+        }
+        (0xff, _) => return Err(fail("no acceptable authentication method (credentials required?)")),
+        (other, _) => return Err(fail(&format!("server chose unsupported method {other}"))),
+    }
+    let mut request = vec![5, 1, 0];
+    match target.host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => {
+            request.push(1);
+            request.extend_from_slice(&ip.octets());
+        }
+        Ok(IpAddr::V6(ip)) => {
+            request.push(4);
+            request.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            if target.host.len() > 255 {
+                return Err(fail("host name longer than 255 bytes"));
+            }
+            request.push(3);
+            request.push(target.host.len() as u8);
+            request.extend_from_slice(target.host.as_bytes());
+        }
+    }
+    request.extend_from_slice(&target.port.to_be_bytes());
+    stream.write_all(&request).await?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await?;
+    if reply[0] != 5 {
+        return Err(fail("malformed reply"));
+    }
+    if reply[1] != 0 {
+        let why = match reply[1] {
+            1 => "general failure",
+            2 => "connection not allowed by ruleset",
+            3 => "network unreachable",
+            4 => "host unreachable",
+            5 => "connection refused",
+            6 => "TTL expired",
+            7 => "command not supported",
+            8 => "address type not supported",
+            _ => "unknown error",
+        };
+        return Err(fail(&format!("connect to {}:{} failed: {why}", target.host, target.port)));
+    }
+    // Skip the bound address.
+    let skip = match reply[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await?;
+            usize::from(len[0])
+        }
+        _ => return Err(fail("malformed reply address")),
+    };
+    let mut rest = vec![0u8; skip + 2];
+    stream.read_exact(&mut rest).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_proxy_rules() {
+        assert!(bypass("localhost", 80, ""));
+        assert!(bypass("127.0.0.1", 80, ""));
+        assert!(bypass("::1", 80, ""));
+        assert!(!bypass("example.com", 80, ""));
+        assert!(bypass("example.com", 80, "*"));
+        assert!(bypass("a.example.com", 80, "example.com"));
+        assert!(bypass("a.example.com", 80, ".example.com"));
+        assert!(!bypass("badexample.com", 80, "example.com"));
+        assert!(bypass("example.com", 8080, "example.com:8080"));
+        assert!(!bypass("example.com", 80, "example.com:8080"));
+        assert!(bypass("10.1.2.3", 80, "other, 10.1.2.3"));
+    }
+
+    #[test]
+    fn proxy_urls() {
+        let p = ProxyServer::from_url(&Url::parse("http://u%3A:p@proxy:3128").unwrap()).unwrap();
+        assert_eq!(p.kind, ProxyKind::HttpConnect);
+        assert_eq!((p.host.as_str(), p.port), ("proxy", 3128));
+        assert_eq!(p.user, Some(("u:".into(), "p".into())));
+        let p = ProxyServer::from_url(&Url::parse("socks5://proxy").unwrap()).unwrap();
+        assert_eq!((p.kind, p.port), (ProxyKind::Socks5, 1080));
+        assert!(ProxyServer::from_url(&Url::parse("ftp://proxy").unwrap()).is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! TLS for `wss://` with rustls.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, RootCertStore};
+
+use super::stream::{BoxedStream, ClientStream};
+use crate::error::{Error, Result};
+
+/// Where a [`crate::Dialer`] gets its TLS settings.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum TlsRoots {
+    /// The Mozilla roots bundled with `webpki-roots`.
+    #[default]
+    WebPki,
+    /// The operating system's certificate store.
+    Platform,
+    /// A complete client configuration from the caller.
+    Config(Arc<ClientConfig>),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(crate) fn client_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>> {
+    let store = match roots {
+        TlsRoots::Config(config) => return Ok(config.clone()),
+        TlsRoots::WebPki => RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() },
+        TlsRoots::Platform => {
+            let mut store = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                let _ = store.add(cert);
+            }
+            if store.is_empty() {
+                return Err(Error::Tls("no usable certificates in the platform's store".into()));
+            }
+            store
+        }
+    };
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+pub(crate) async fn connect(config: Arc<ClientConfig>, host: &str, stream: BoxedStream) -> Result<ClientStream> {
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| Error::Tls(format!("server name {host:?}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tls = connector.connect(name, stream).await.map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(ClientStream::tls(tls))
+}

@@ -1,0 +1,211 @@
+//! The client's side of the opening handshake (RFC 6455 §4.1): writing the
+//! request and checking the server's response.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode, Version};
+
+use super::handshake::{accept_key, header_has_token};
+
+/// Request headers the handshake writes itself; a caller may not set them.
+pub const RESERVED_HEADERS: [HeaderName; 5] = [
+    header::UPGRADE,
+    header::CONNECTION,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_EXTENSIONS,
+];
+
+/// What goes into a handshake request.
+#[derive(Debug)]
+pub struct RequestParts<'a> {
+    /// Path and query of the resource, e.g. `/chat?room=1`.
+    pub resource: &'a str,
+    /// The `Host` header value (host, and port when not the scheme's default).
+    pub host: &'a str,
+    /// The `Sec-WebSocket-Key` value.
+    pub key: &'a str,
+    /// Subprotocols offered, in order of preference.
+    pub subprotocols: &'a [String],
+    /// The `Sec-WebSocket-Extensions` offer, if any.
+    pub extensions: Option<&'a str>,
+    /// Any other headers (cookies, authorization, origin, user headers).
+    pub headers: &'a HeaderMap,
+}
+
+/// Writes the handshake request.
+pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) {
+    dst.put_slice(b"GET ");
+    dst.put_slice(parts.resource.as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\nHost: ");
+    dst.put_slice(parts.host.as_bytes());
+    dst.put_slice(b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ");
+    dst.put_slice(parts.key.as_bytes());
+    dst.put_slice(b"\r\nSec-WebSocket-Version: 13\r\n");
+    if !parts.subprotocols.is_empty() {
+        dst.put_slice(b"Sec-WebSocket-Protocol: ");
+        dst.put_slice(parts.subprotocols.join(", ").as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if let Some(extensions) = parts.extensions {
+        dst.put_slice(b"Sec-WebSocket-Extensions: ");
+        dst.put_slice(extensions.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    for (name, value) in parts.headers {
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ParsedResponse {
+    /// Status and headers, with an empty body.
+    pub response: Response<()>,
+    /// How many bytes the head took.
+    pub head_len: usize,
+}
+
+/// Parses an HTTP/1.1 response head from the start of `buf`; `Ok(None)` when
+/// it is not complete yet.
+pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Option<ParsedResponse>, String> {
+    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut parsed = httparse::Response::new(&mut storage);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("malformed HTTP response: {e}")),
+    };
+    let status = parsed
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| "malformed HTTP response: status".to_owned())?;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "malformed HTTP response: header name")?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| "malformed HTTP response: header value")?;
+        response.headers_mut().append(name, value);
+    }
+    Ok(Some(ParsedResponse { response, head_len }))
+}
+
+/// Checks a `101` response against the request (RFC 6455 §4.1, items 1–6 of
+/// the client's validation) and returns the subprotocol the server chose.
+pub fn validate_response<B>(response: &Response<B>, key: &str, offered: &[String]) -> Result<Option<String>, String> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let mut reason = format!("expected status 101, got {}", response.status());
+        if response.status().is_redirection() {
+            if let Some(location) = response.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                reason.push_str(&format!("; the server redirects to {location} (redirects are not followed)"));
+            }
+        }
+        return Err(reason);
+    }
+    let headers = response.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket") {
+        return Err("'Upgrade: websocket' missing from the response".into());
+    }
+    if !header_has_token(headers, header::CONNECTION, "upgrade") {
+        return Err("'Connection: Upgrade' missing from the response".into());
+    }
+    let expected = accept_key(key.as_bytes());
+    match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
+        Some(accept) if accept.as_bytes() == expected.as_bytes() => {}
+        Some(_) => return Err("'Sec-WebSocket-Accept' does not match the key".into()),
+        None => return Err("'Sec-WebSocket-Accept' missing from the response".into()),
+    }
+    let mut protocols = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let protocol = match (protocols.next(), protocols.next()) {
+        (None, _) => None,
+        (Some(value), None) => {
+            let value = value.to_str().map_err(|_| "invalid 'Sec-WebSocket-Protocol' in the response")?.trim();
+            if !offered.iter().any(|p| p == value) {
+                return Err(format!("the server chose subprotocol {value:?}, which was not offered"));
+            }
+            Some(value.to_owned())
+        }
+        (Some(_), Some(_)) => return Err("more than one 'Sec-WebSocket-Protocol' in the response".into()),
+    };
+    Ok(protocol)
+}
+
+/// The first bytes of a refusal's body, kept with the error (at most 1 KiB).
+pub fn body_excerpt(bytes: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(&bytes[..bytes.len().min(1024)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn response(lines: &str) -> Response<()> {
+        parse_response(format!("{lines}\r\n\r\n").as_bytes(), 32).unwrap().unwrap().response
+    }
+
+    const GOOD: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+    #[test]
+    fn writes_the_request() {
+        let mut out = BytesMut::new();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ORIGIN, HeaderValue::from_static("http://x"));
+        let protocols = vec!["chat".to_owned(), "v2".to_owned()];
+        write_request(
+            &mut out,
+            &RequestParts {
+                resource: "/a?b=1",
+                host: "[::1]:9001",
+                key: KEY,
+                subprotocols: &protocols,
+                extensions: None,
+                headers: &headers,
+            },
+        );
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("GET /a?b=1 HTTP/1.1\r\nHost: [::1]:9001\r\n"));
+        assert!(text.contains("Sec-WebSocket-Protocol: chat, v2\r\n"));
+        assert!(text.contains("origin: http://x\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn accepts_a_good_response_with_extra_tokens() {
+        let r = response(&GOOD.replace("Connection: Upgrade", "Connection: keep-alive, Upgrade"));
+        assert_eq!(validate_response(&r, KEY, &[]), Ok(None));
+    }
+
+    #[test]
+    fn rejects_each_bad_response() {
+        let cases = [
+            GOOD.replace("101 Switching Protocols", "200 OK"),
+            GOOD.replace("Upgrade: websocket\r\n", ""),
+            GOOD.replace("Connection: Upgrade\r\n", ""),
+            GOOD.replace("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            format!("{GOOD}\r\nSec-WebSocket-Protocol: other"),
+        ];
+        for case in cases {
+            assert!(validate_response(&response(&case), KEY, &["chat".into()]).is_err(), "{case}");
+        }
+    }
+
+    #[test]
+    fn reports_where_a_redirect_points() {
+        let r = response("HTTP/1.1 302 Found\r\nLocation: ws://elsewhere/");
+        let err = validate_response(&r, KEY, &[]).unwrap_err();
+        assert!(err.contains("ws://elsewhere/"), "{err}");
+    }
+
+    #[test]
+    fn returns_the_offered_protocol_chosen() {
+        let r = response(&format!("{GOOD}\r\nSec-WebSocket-Protocol: chat"));
+        assert_eq!(validate_response(&r, KEY, &["v1".into(), "chat".into()]), Ok(Some("chat".into())));
+    }
+}
