@@ -47,7 +47,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
 /// tested and benchmarked against.
 pub fn apply_mask_bytewise(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
     for (i, byte) in data.iter_mut().enumerate() {
-        *byte ^= key[(offset + i) & 3];
+        *byte ^= key[offset.wrapping_add(i) & 3];
     }
     offset.wrapping_add(data.len())
 }
