@@ -25,16 +25,13 @@ async fn main() -> Result<(), Error> {
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={AGENT}");
         match dialer.connect(&url).await {
-            Ok((mut conn, _)) => loop {
-                match conn.read_message().await {
-                    Ok(msg) => {
-                        if conn.write_message(msg.kind, &msg.data).await.is_err() {
-                            break;
-                        }
+            Ok((mut conn, _)) => {
+                while let Ok(msg) = conn.read_message().await {
+                    if conn.write_message(msg.kind, &msg.data).await.is_err() {
+                        break;
                     }
-                    Err(_) => break,
                 }
-            },
+            }
             Err(e) => eprintln!("case {case}: {e}"),
         }
     }

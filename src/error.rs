@@ -189,8 +189,18 @@ impl std::error::Error for Error {
 }
 
 impl From<io::Error> for Error {
+    /// Wraps an I/O error, unwrapping an [`Error`] that went through
+    /// `io::Error` (as errors of [`crate::MessageReader`] and
+    /// [`crate::MessageWriter`] do) back into itself.
     fn from(e: io::Error) -> Self {
-        Error::Io(e)
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::Io(e);
+        }
+        let kind = e.kind();
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(inner)) => *inner,
+            _ => Error::Io(kind.into()),
+        }
     }
 }
 

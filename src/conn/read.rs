@@ -28,7 +28,11 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 /// still arriving.
 const MAX_READ_CHUNK: usize = 256 * 1024;
 
-type Reply = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The most `read_message` reserves ahead for a frame announced but not yet
+/// arrived; a longer message grows its buffer as its bytes come.
+const MAX_RESERVE: u64 = 1 << 20;
+
+type Reply = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// What the read loop hands up to the message-level methods.
 pub(crate) enum DataEvent {
@@ -93,7 +97,9 @@ impl<S: Stream> ReadHalf<S> {
                     None if self.decoder.payload_remaining() == 0 => data = Some(chunk),
                     None => {
                         // More of this frame is on its way: make room once.
-                        let room = chunk.len().saturating_add(self.decoder.payload_remaining().min(1 << 30) as usize);
+                        // Bounded, so a header alone cannot make us allocate much.
+                        let room =
+                            chunk.len().saturating_add(self.decoder.payload_remaining().min(MAX_RESERVE) as usize);
                         let mut whole = BytesMut::with_capacity(room);
                         whole.extend_from_slice(&chunk);
                         data = Some(whole);

@@ -37,7 +37,6 @@ pub(crate) struct Sink {
     buf: Option<BytesMut>,
     /// The first write failure; every later write returns it again.
     error: Option<Error>,
-    shut_down: bool,
 }
 
 pub(crate) struct Shared<S> {
@@ -49,6 +48,7 @@ pub(crate) struct Shared<S> {
     close_sent: AtomicBool,
     close_received: AtomicBool,
     close_received_notify: Notify,
+    shut_down: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,10 +65,11 @@ impl<S: Stream> Shared<S> {
             config,
             subprotocol,
             stream: Mutex::new(stream),
-            sink: tokio::sync::Mutex::new(Sink { buf, error: None, shut_down: false }),
+            sink: tokio::sync::Mutex::new(Sink { buf, error: None }),
             close_sent: AtomicBool::new(false),
             close_received: AtomicBool::new(false),
             close_received_notify: Notify::new(),
+            shut_down: AtomicBool::new(false),
         })
     }
 
@@ -163,8 +164,8 @@ impl<S: Stream> Shared<S> {
             None => self.sink.lock().await,
             Some(at) => tokio::time::timeout_at(at.into(), self.sink.lock()).await.map_err(|_| Error::Timeout)?,
         };
-        if let Some(e) = &sink.error {
-            return Err(e.replay());
+        if let Some(e) = self.write_error(&sink) {
+            return Err(e);
         }
         if self.close_sent() {
             return Err(Error::CloseSent);
@@ -237,25 +238,28 @@ impl<S: Stream> Shared<S> {
     /// The error the next write would fail with, if any.
     pub(crate) async fn sticky_error(&self) -> Option<Error> {
         let sink = self.sink.lock().await;
+        self.write_error(&sink).or_else(|| self.close_sent().then_some(Error::CloseSent))
+    }
+
+    /// The permanent write error: the first failure, or the stream being shut down.
+    fn write_error(&self, sink: &Sink) -> Option<Error> {
         match &sink.error {
             Some(e) => Some(e.replay()),
-            None if self.close_sent() => Some(Error::CloseSent),
+            None if self.shut_down.load(Ordering::Acquire) => {
+                Some(if self.close_sent() { Error::CloseSent } else { Error::Io(io::ErrorKind::NotConnected.into()) })
+            }
             None => None,
         }
     }
 
-    /// Shuts down the write direction of the stream (a TCP FIN), once.
+    /// Shuts down the write direction of the stream (a TCP FIN), once. It
+    /// does not wait for the sink lock, so a writer blocked on a peer that does
+    /// not read cannot hold it up; later writes fail.
     pub(crate) async fn shutdown(&self) {
-        let mut sink = self.sink.lock().await;
-        if sink.shut_down {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        sink.shut_down = true;
         let _ = poll_fn(|cx| Pin::new(&mut *self.stream()).poll_shutdown(cx)).await;
-        if sink.error.is_none() {
-            sink.error =
-                Some(if self.close_sent() { Error::CloseSent } else { Error::Io(io::ErrorKind::NotConnected.into()) });
-        }
     }
 
     /// Sends a close frame unless one was sent already.

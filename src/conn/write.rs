@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::proto::decoder::MAX_CONTROL_PAYLOAD;
 use crate::proto::{CloseFrame, MessageKind, OpCode};
 
-type Send_ = Pin<Box<dyn Future<Output = (BytesMut, Result<()>)> + Send>>;
+type Send_ = Pin<Box<dyn Future<Output = (BytesMut, Result<()>)> + Send + Sync>>;
 
 /// A streamed message that has been started and not finished.
 struct OpenMessage {
@@ -26,7 +26,8 @@ struct OpenMessage {
     opcode: OpCode,
     buf: BytesMut,
     sending: Option<Send_>,
-    failed: bool,
+    /// A fragment failed: the message cannot be completed.
+    failed: Option<Error>,
 }
 
 /// The sending half of a connection (see [`crate::Conn::split`]).
@@ -102,7 +103,7 @@ impl<S: Stream> WriteHalf<S> {
             opcode: kind.opcode(),
             buf: BytesMut::with_capacity(capacity),
             sending: None,
-            failed: false,
+            failed: None,
         });
         Ok(MessageWriter { half: self })
     }
@@ -151,15 +152,16 @@ impl<S: Stream> WriteHalf<S> {
         let Some(open) = &mut self.open else {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };
-        ready!(poll_sending(open, cx))?;
-        if fin || !open.buf.is_empty() {
+        let mut result = ready!(poll_sending(open, cx));
+        if result.is_ok() && (fin || !open.buf.is_empty()) {
             start_fragment(&self.shared, open, fin, self.deadline);
-            ready!(poll_sending(open, cx))?;
+            result = ready!(poll_sending(open, cx));
         }
-        if fin {
+        // A finished message, or one that can no longer be finished, is over.
+        if fin || result.is_err() {
             self.open = None;
         }
-        Poll::Ready(Ok(()))
+        Poll::Ready(result)
     }
 }
 
@@ -187,8 +189,8 @@ fn start_fragment<S: Stream>(shared: &Arc<Shared<S>>, open: &mut OpenMessage, fi
 }
 
 fn poll_sending(open: &mut OpenMessage, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    if open.failed {
-        return Poll::Ready(Err(Error::WriterClosed.into()));
+    if let Some(e) = &open.failed {
+        return Poll::Ready(Err(e.replay().into()));
     }
     if let Some(sending) = &mut open.sending {
         let (mut buf, result) = ready!(sending.as_mut().poll(cx));
@@ -196,7 +198,7 @@ fn poll_sending(open: &mut OpenMessage, cx: &mut Context<'_>) -> Poll<io::Result
         buf.clear();
         open.buf = buf;
         if let Err(e) = result {
-            open.failed = true;
+            open.failed = Some(e.replay());
             return Poll::Ready(Err(e.into()));
         }
     }

@@ -174,13 +174,19 @@ async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &T
     }
 }
 
+/// An I/O failure in the middle of the SOCKS5 exchange: the proxy hung up or
+/// broke off.
+fn io_failure(e: std::io::Error) -> Error {
+    Error::Proxy(format!("SOCKS5 proxy: connection failed during the handshake: {e}"))
+}
+
 async fn socks5_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
     let fail = |what: &str| Error::Proxy(format!("SOCKS5 proxy: {what}"));
     // RFC 1928 §3: offer no authentication, and username/password (RFC 1929) when we have them.
     let greeting: &[u8] = if proxy.user.is_some() { &[5, 2, 0, 2] } else { &[5, 1, 0] };
-    stream.write_all(greeting).await?;
+    stream.write_all(greeting).await.map_err(io_failure)?;
     let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).await?;
+    stream.read_exact(&mut choice).await.map_err(io_failure)?;
     if choice[0] != 5 {
         return Err(fail("not a SOCKS5 server"));
     }
@@ -194,9 +200,9 @@ async fn socks5_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: 
             auth.extend_from_slice(user.as_bytes());
             auth.push(pass.len() as u8);
             auth.extend_from_slice(pass.as_bytes());
-            stream.write_all(&auth).await?;
+            stream.write_all(&auth).await.map_err(io_failure)?;
             let mut status = [0u8; 2];
-            stream.read_exact(&mut status).await?;
+            stream.read_exact(&mut status).await.map_err(io_failure)?;
             if status[1] != 0 {
                 return Err(fail("username/password authentication failed"));
             }
@@ -224,9 +230,9 @@ async fn socks5_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: 
         }
     }
     request.extend_from_slice(&target.port.to_be_bytes());
-    stream.write_all(&request).await?;
+    stream.write_all(&request).await.map_err(io_failure)?;
     let mut reply = [0u8; 4];
-    stream.read_exact(&mut reply).await?;
+    stream.read_exact(&mut reply).await.map_err(io_failure)?;
     if reply[0] != 5 {
         return Err(fail("malformed reply"));
     }
@@ -250,13 +256,13 @@ async fn socks5_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: 
         4 => 16,
         3 => {
             let mut len = [0u8; 1];
-            stream.read_exact(&mut len).await?;
+            stream.read_exact(&mut len).await.map_err(io_failure)?;
             usize::from(len[0])
         }
         _ => return Err(fail("malformed reply address")),
     };
     let mut rest = vec![0u8; skip + 2];
-    stream.read_exact(&mut rest).await?;
+    stream.read_exact(&mut rest).await.map_err(io_failure)?;
     Ok(())
 }
 

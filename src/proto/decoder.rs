@@ -11,6 +11,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::close::{CloseFrame, CloseFrameError};
+use super::deflate::Inflater;
 use super::frame::{FrameHeader, RSV1};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
@@ -51,6 +52,8 @@ struct OpenMessage {
     compressed: bool,
     /// Payload bytes announced by the frame headers so far.
     size: u64,
+    /// Bytes produced by inflation so far (compressed messages).
+    inflated: u64,
     utf8: Option<Utf8Validator>,
 }
 
@@ -61,7 +64,12 @@ struct PayloadState {
     mask: Option<[u8; 4]>,
     remaining: u64,
     mask_offset: usize,
+    /// All the message's compressed data has been inflated (final frame only).
+    inflated_all: bool,
 }
+
+/// The largest chunk of inflated data one event carries.
+pub const MAX_INFLATED_CHUNK: usize = 64 * 1024;
 
 /// Parses and validates the frames a peer sends.
 #[derive(Debug)]
@@ -71,13 +79,24 @@ pub struct Decoder {
     extension_rsv: u8,
     message: Option<OpenMessage>,
     payload: Option<PayloadState>,
+    inflater: Option<Inflater>,
+    /// Compressed input taken from the buffer but not inflated yet.
+    pending: BytesMut,
 }
 
 impl Decoder {
     /// A decoder for an endpoint playing `role`: a server expects masked frames,
     /// a client unmasked ones.
     pub fn new(role: Role) -> Self {
-        Decoder { role, max_message_size: None, extension_rsv: 0, message: None, payload: None }
+        Decoder {
+            role,
+            max_message_size: None,
+            extension_rsv: 0,
+            message: None,
+            payload: None,
+            inflater: None,
+            pending: BytesMut::new(),
+        }
     }
 
     /// Sets the largest message accepted, summed over its frames; `None` means
@@ -99,6 +118,14 @@ impl Decoder {
         self.extension_rsv = bits & 0x7;
     }
 
+    /// Enables permessage-deflate on the read side: RSV1 marks a compressed
+    /// message, which is inflated before it is delivered, UTF-8 checked after
+    /// inflation, and held to the read limit by its inflated size.
+    pub fn set_inflater(&mut self, inflater: Option<Inflater>) {
+        self.extension_rsv = if inflater.is_some() { RSV1 } else { 0 };
+        self.inflater = inflater;
+    }
+
     /// True while a data message has started and not yet ended.
     pub fn in_message(&self) -> bool {
         self.message.is_some()
@@ -110,36 +137,14 @@ impl Decoder {
     /// is not meant to be used again.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
         loop {
-            if let Some(payload) = &mut self.payload {
-                if payload.remaining > 0 {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    // Bounded by `buf.len()`, so the cast cannot truncate.
-                    let take = payload.remaining.min(buf.len() as u64) as usize;
-                    let mut chunk = buf.split_to(take);
-                    if let Some(key) = payload.mask {
-                        payload.mask_offset = apply_mask(&mut chunk, key, payload.mask_offset);
-                    }
-                    payload.remaining -= take as u64;
-                    if let Some(message) = &mut self.message {
-                        if let Some(utf8) = &mut message.utf8 {
-                            utf8.feed(&chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
-                        }
-                    }
-                    return Ok(Some(Event::Data(chunk)));
+            if self.payload.is_some() {
+                let compressed = self.inflater.is_some() && self.message.as_ref().is_some_and(|m| m.compressed);
+                let step = if compressed { self.compressed_payload(buf)? } else { self.plain_payload(buf)? };
+                match step {
+                    Step::Event(event) => return Ok(Some(event)),
+                    Step::NeedMore => return Ok(None),
+                    Step::Continue => continue,
                 }
-                let fin = payload.fin;
-                self.payload = None;
-                if fin {
-                    if let Some(mut message) = self.message.take() {
-                        if let Some(utf8) = &mut message.utf8 {
-                            utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                        }
-                    }
-                    return Ok(Some(Event::End));
-                }
-                continue;
             }
 
             let Some((header, header_len)) = FrameHeader::parse(buf)? else {
@@ -156,11 +161,90 @@ impl Decoder {
                 mask: header.mask,
                 remaining: header.payload_len,
                 mask_offset: 0,
+                inflated_all: false,
             });
             if let Some(event) = started {
                 return Ok(Some(event));
             }
         }
+    }
+
+    /// Delivers the payload of an uncompressed data frame as it arrives.
+    fn plain_payload(&mut self, buf: &mut BytesMut) -> Result<Step, ProtocolError> {
+        let Some(payload) = &mut self.payload else { return Ok(Step::Continue) };
+        if payload.remaining > 0 {
+            if buf.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            let chunk = take_payload(payload, buf);
+            if let Some(utf8) = self.message.as_mut().and_then(|m| m.utf8.as_mut()) {
+                utf8.feed(&chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            return Ok(Step::Event(Event::Data(chunk)));
+        }
+        let fin = payload.fin;
+        self.payload = None;
+        if fin {
+            self.end_message()?;
+            return Ok(Step::Event(Event::End));
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Inflates the payload of a compressed message's frame as it arrives,
+    /// in chunks of at most [`MAX_INFLATED_CHUNK`] bytes.
+    fn compressed_payload(&mut self, buf: &mut BytesMut) -> Result<Step, ProtocolError> {
+        let (Some(payload), Some(inflater)) = (&mut self.payload, &mut self.inflater) else {
+            return Ok(Step::Continue);
+        };
+        let corrupt = |e: super::deflate::InflateError| ProtocolError::InvalidCompressedData(e.0);
+        let mut out = BytesMut::new();
+        if !self.pending.is_empty() {
+            let used = inflater.inflate(&self.pending, &mut out, MAX_INFLATED_CHUNK).map_err(corrupt)?;
+            let _ = self.pending.split_to(used);
+        } else if payload.remaining > 0 {
+            if buf.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            let mut chunk = take_payload(payload, buf);
+            let used = inflater.inflate(&chunk, &mut out, MAX_INFLATED_CHUNK).map_err(corrupt)?;
+            if used < chunk.len() {
+                self.pending = chunk.split_off(used);
+            }
+        } else if !payload.fin {
+            self.payload = None;
+            return Ok(Step::Continue);
+        } else if !payload.inflated_all {
+            payload.inflated_all = inflater.finish(&mut out, MAX_INFLATED_CHUNK).map_err(corrupt)?;
+        } else {
+            self.payload = None;
+            self.end_message()?;
+            return Ok(Step::Event(Event::End));
+        }
+        if out.is_empty() {
+            return Ok(Step::Continue);
+        }
+        if let Some(message) = &mut self.message {
+            message.inflated += out.len() as u64;
+            if let Some(limit) = self.max_message_size {
+                if message.inflated > limit {
+                    return Err(ProtocolError::MessageTooBig { size: message.inflated, limit });
+                }
+            }
+            if let Some(utf8) = &mut message.utf8 {
+                utf8.feed(&out).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        Ok(Step::Event(Event::Data(out)))
+    }
+
+    fn end_message(&mut self) -> Result<(), ProtocolError> {
+        if let Some(mut message) = self.message.take() {
+            if let Some(utf8) = &mut message.utf8 {
+                utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        Ok(())
     }
 
     /// The rules that need only the header (RFC 6455 §5.1, §5.2, §5.5).
@@ -209,10 +293,9 @@ impl Decoder {
                 check(header.payload_len)?;
                 let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
                 let compressed = header.rsv & RSV1 != 0;
-                // A compressed text message is validated after inflation, by the
-                // layer that inflates it.
-                let utf8 = (kind == MessageKind::Text && !compressed).then(Utf8Validator::new);
-                self.message = Some(OpenMessage { kind, compressed, size: header.payload_len, utf8 });
+                // Compressed text is validated after inflation.
+                let utf8 = (kind == MessageKind::Text).then(Utf8Validator::new);
+                self.message = Some(OpenMessage { kind, compressed, size: header.payload_len, inflated: 0, utf8 });
                 Ok(Some(Event::Start { kind, compressed }))
             }
         }
@@ -255,6 +338,26 @@ impl Decoder {
     pub fn open_message(&self) -> Option<(MessageKind, bool)> {
         self.message.as_ref().map(|m| (m.kind, m.compressed))
     }
+}
+
+/// What handling a frame's payload led to.
+enum Step {
+    Event(Event),
+    NeedMore,
+    Continue,
+}
+
+/// Splits the next available piece of the current frame's payload off the
+/// buffer, unmasked.
+fn take_payload(payload: &mut PayloadState, buf: &mut BytesMut) -> BytesMut {
+    // Bounded by `buf.len()`, so the cast cannot truncate.
+    let take = payload.remaining.min(buf.len() as u64) as usize;
+    let mut chunk = buf.split_to(take);
+    if let Some(key) = payload.mask {
+        payload.mask_offset = apply_mask(&mut chunk, key, payload.mask_offset);
+    }
+    payload.remaining -= take as u64;
+    chunk
 }
 
 #[cfg(test)]

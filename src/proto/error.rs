@@ -33,6 +33,8 @@ pub enum ProtocolError {
     CloseFrameTooShort,
     /// A close frame with a code that may not be sent (RFC 6455 §7.4).
     InvalidCloseCode(u16),
+    /// A compressed message whose data cannot be inflated (RFC 7692 §6.2).
+    InvalidCompressedData(String),
     /// A message longer than the read limit.
     MessageTooBig {
         /// The size the message reached, in bytes.
@@ -69,6 +71,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text message or close reason"),
             ProtocolError::CloseFrameTooShort => f.write_str("close frame payload of one byte"),
             ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
+            ProtocolError::InvalidCompressedData(why) => write!(f, "invalid compressed data: {why}"),
             ProtocolError::MessageTooBig { size, limit } => {
                 write!(f, "message of at least {size} bytes exceeds the read limit of {limit}")
             }

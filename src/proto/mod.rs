@@ -15,8 +15,10 @@
 pub mod client_handshake;
 pub mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod encoder;
 mod error;
+pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

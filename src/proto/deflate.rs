@@ -1,0 +1,292 @@
+//! permessage-deflate compression (RFC 7692 §7.2): raw DEFLATE, each message
+//! ended with a sync flush whose trailing `00 00 ff ff` is removed on the wire.
+//!
+//! Window sizes: zlib's raw deflate cannot compress with an 8-bit window (it
+//! silently uses 9, and a peer that asked for 8 could then fail to inflate),
+//! so a sender whose agreed window is 8 bits sends its messages uncompressed,
+//! which RFC 7692 allows message by message. Inflation always uses the full
+//! 15-bit window, which reads any stream whatever window it was made with.
+//!
+//! Memory: a 15-bit deflate state is about 256 KiB and an inflate state about
+//! 40 KiB. With context takeover a connection must keep them between
+//! messages; without it, they are dropped after each message and made anew.
+
+use bytes::{BufMut, BytesMut};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The trailer of a sync flush, removed from each message on the wire.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// The deflate stream could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InflateError(pub String);
+
+/// Compresses outgoing messages.
+pub struct Deflater {
+    state: Option<Compress>,
+    level: u32,
+    window_bits: u8,
+    no_context_takeover: bool,
+}
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflater")
+            .field("level", &self.level)
+            .field("window_bits", &self.window_bits)
+            .field("no_context_takeover", &self.no_context_takeover)
+            .field("holds_state", &self.state.is_some())
+            .finish()
+    }
+}
+
+impl Deflater {
+    /// A compressor for messages sent with at most `window_bits` (8–15) of
+    /// window, keeping its context between messages unless `no_context_takeover`.
+    pub fn new(level: u32, window_bits: u8, no_context_takeover: bool) -> Self {
+        Deflater { state: None, level: level.min(9), window_bits, no_context_takeover }
+    }
+
+    /// Whether messages can be compressed at all (not with an 8-bit window).
+    pub fn can_compress(&self) -> bool {
+        self.window_bits >= 9
+    }
+
+    /// Sets the compression level (0–9) for later messages.
+    pub fn set_level(&mut self, level: u32) {
+        let level = level.min(9);
+        if level != self.level {
+            self.level = level;
+            if let Some(state) = &mut self.state {
+                // Applies from the next block on; the context is kept.
+                let _ = state.set_level(Compression::new(level));
+            }
+        }
+    }
+
+    /// The compression level.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    fn state(&mut self) -> &mut Compress {
+        let (level, bits) = (self.level, self.window_bits.clamp(9, 15));
+        self.state.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+    }
+
+    /// Compresses `input` as part of the current message, appending to `out`.
+    /// With `end`, finishes the message: sync flush, trailer removed, and the
+    /// context dropped when it is not taken over.
+    pub fn compress(&mut self, mut input: &[u8], out: &mut BytesMut, end: bool) {
+        let flush = if end { FlushCompress::Sync } else { FlushCompress::None };
+        let state = self.state();
+        loop {
+            let step = (input.len() / 2).clamp(256, 64 * 1024);
+            let start = out.len();
+            out.put_bytes(0, step);
+            let (before_in, before_out) = (state.total_in(), state.total_out());
+            let status = state.compress(input, &mut out[start..], flush);
+            let produced = (state.total_out() - before_out) as usize;
+            out.truncate(start + produced);
+            input = &input[(state.total_in() - before_in) as usize..];
+            // Done once all input is taken and the output was not cut short.
+            if status.is_err() || (input.is_empty() && produced < step) {
+                break;
+            }
+        }
+        if end {
+            if out.ends_with(&TAIL) {
+                out.truncate(out.len() - TAIL.len());
+            }
+            if self.no_context_takeover {
+                self.state = None;
+            }
+        }
+    }
+
+    /// Drops the context (after a message compressed elsewhere was sent, so
+    /// that later messages never refer to bytes the peer saw in another order).
+    pub fn reset(&mut self) {
+        if let Some(state) = &mut self.state {
+            state.reset();
+        }
+    }
+
+    /// Compresses one whole message.
+    pub fn compress_message(&mut self, input: &[u8], out: &mut BytesMut) {
+        self.compress(input, out, true);
+    }
+}
+
+/// Inflates incoming compressed messages.
+pub struct Inflater {
+    state: Option<Decompress>,
+    no_context_takeover: bool,
+    /// How much of the trailer has been fed at the end of the current message.
+    tail_fed: usize,
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater")
+            .field("no_context_takeover", &self.no_context_takeover)
+            .field("holds_state", &self.state.is_some())
+            .finish()
+    }
+}
+
+impl Inflater {
+    /// A decompressor; with `no_context_takeover` the peer resets its context
+    /// after each message, so ours is dropped too.
+    pub fn new(no_context_takeover: bool) -> Self {
+        Inflater { state: None, no_context_takeover, tail_fed: 0 }
+    }
+
+    fn state(&mut self) -> &mut Decompress {
+        self.state.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15))
+    }
+
+    /// Inflates from `input`, appending at most `max_out` bytes to `out`.
+    /// Returns how many input bytes were used; call again with the rest once
+    /// the output has been taken.
+    pub fn inflate(&mut self, input: &[u8], out: &mut BytesMut, max_out: usize) -> Result<usize, InflateError> {
+        let (used, _) = self.run(input, out, max_out)?;
+        Ok(used)
+    }
+
+    /// Feeds the message's removed trailer and finishes the message. Returns
+    /// `false` while output is still pending (call again after taking it).
+    pub fn finish(&mut self, out: &mut BytesMut, max_out: usize) -> Result<bool, InflateError> {
+        while self.tail_fed < TAIL.len() {
+            let (used, full) = self.run(&TAIL[self.tail_fed..], out, max_out)?;
+            self.tail_fed += used;
+            if full {
+                return Ok(false);
+            }
+        }
+        // Drain whatever the trailer released.
+        let (_, full) = self.run(&[], out, max_out)?;
+        if full {
+            return Ok(false);
+        }
+        self.tail_fed = 0;
+        if self.no_context_takeover {
+            self.state = None;
+        }
+        Ok(true)
+    }
+
+    /// Returns (input used, output limit reached).
+    fn run(&mut self, input: &[u8], out: &mut BytesMut, max_out: usize) -> Result<(usize, bool), InflateError> {
+        let state = self.state();
+        let mut used = 0;
+        let mut room = max_out;
+        while room > 0 {
+            let step = room.min(64 * 1024);
+            let start = out.len();
+            out.put_bytes(0, step);
+            let (before_in, before_out) = (state.total_in(), state.total_out());
+            let status = state.decompress(&input[used..], &mut out[start..], FlushDecompress::Sync);
+            let produced = (state.total_out() - before_out) as usize;
+            out.truncate(start + produced);
+            used += (state.total_in() - before_in) as usize;
+            room -= produced;
+            match status {
+                // A final block: permessage-deflate never ends the stream.
+                Ok(Status::StreamEnd) => return Err(InflateError("unexpected end of deflate stream".into())),
+                Err(e) => return Err(InflateError(e.to_string())),
+                // Output space left over: all the input that can be used was used.
+                Ok(_) if produced < step => return Ok((used, false)),
+                Ok(_) => {}
+            }
+        }
+        Ok((used, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inflate_all(inflater: &mut Inflater, data: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        let mut rest = data;
+        while !rest.is_empty() {
+            let used = inflater.inflate(rest, &mut out, 1 << 20).unwrap();
+            rest = &rest[used..];
+        }
+        while !inflater.finish(&mut out, 1 << 20).unwrap() {}
+        out.to_vec()
+    }
+
+    #[test]
+    fn rfc_example_hello() {
+        // RFC 7692 §7.2.3.1: "Hello" compressed.
+        let mut inflater = Inflater::new(false);
+        assert_eq!(inflate_all(&mut inflater, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
+        // §7.2.3.2: the second "Hello" with context takeover refers to the first.
+        assert_eq!(inflate_all(&mut inflater, &[0xf2, 0x00, 0x11, 0x00, 0x00]), b"Hello");
+    }
+
+    #[test]
+    fn round_trip_with_and_without_context_takeover() {
+        for no_takeover in [false, true] {
+            let mut deflater = Deflater::new(6, 15, no_takeover);
+            let mut inflater = Inflater::new(no_takeover);
+            let mut sizes = Vec::new();
+            for _ in 0..3 {
+                let msg = b"the quick brown fox jumps over the lazy dog ".repeat(20);
+                let mut wire = BytesMut::new();
+                deflater.compress_message(&msg, &mut wire);
+                assert!(!wire.ends_with(&TAIL));
+                sizes.push(wire.len());
+                assert_eq!(inflate_all(&mut inflater, &wire), msg);
+            }
+            if no_takeover {
+                assert_eq!(sizes[0], sizes[2]);
+            } else {
+                assert!(sizes[2] < sizes[0], "context takeover should shrink repeats: {sizes:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn streaming_compression_in_pieces() {
+        let msg: Vec<u8> = (0..100_000u32).map(|i| (i % 97) as u8).collect();
+        let mut deflater = Deflater::new(1, 10, false);
+        let mut wire = BytesMut::new();
+        for piece in msg.chunks(7000) {
+            deflater.compress(piece, &mut wire, false);
+        }
+        deflater.compress(&[], &mut wire, true);
+        let mut inflater = Inflater::new(false);
+        assert_eq!(inflate_all(&mut inflater, &wire), msg);
+    }
+
+    #[test]
+    fn output_is_bounded_per_call() {
+        let msg = vec![b'a'; 1 << 20];
+        let mut deflater = Deflater::new(9, 15, false);
+        let mut wire = BytesMut::new();
+        deflater.compress_message(&msg, &mut wire);
+        assert!(wire.len() < 5000);
+        let mut inflater = Inflater::new(false);
+        let mut out = BytesMut::new();
+        let used = inflater.inflate(&wire, &mut out, 1000).unwrap();
+        assert_eq!(out.len(), 1000);
+        assert!(used <= wire.len());
+    }
+
+    #[test]
+    fn corrupt_data_is_an_error() {
+        let mut inflater = Inflater::new(false);
+        let mut out = BytesMut::new();
+        assert!(inflater.inflate(&[0xff, 0xff, 0xff, 0xff, 0xff], &mut out, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn window_of_8_bits_is_not_compressed() {
+        assert!(!Deflater::new(1, 8, false).can_compress());
+        assert!(Deflater::new(1, 9, false).can_compress());
+    }
+}
