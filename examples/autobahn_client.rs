@@ -12,7 +12,7 @@ const AGENT: &str = "silverback";
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let base = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9001".to_owned());
-    let dialer = Dialer::new().proxy(Proxy::None).read_limit(Some(64 << 20));
+    let dialer = Dialer::new().proxy(Proxy::None).read_limit(Some(64 << 20)).enable_compression(true);
 
     let (mut conn, _) = dialer.connect(&format!("{base}/getCaseCount")).await?;
     let count: u32 = match conn.read_message().await?.as_text().map(str::trim).map(str::parse) {

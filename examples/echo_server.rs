@@ -15,7 +15,7 @@ async fn main() -> std::io::Result<()> {
     let listener = TcpListener::bind(&addr).await?;
     println!("echo_server listening on ws://{}", listener.local_addr()?);
     // Autobahn sends messages of up to 16 MiB; allow well beyond that.
-    let upgrader = Upgrader::new().read_limit(Some(64 << 20));
+    let upgrader = Upgrader::new().read_limit(Some(64 << 20)).enable_compression(true);
     loop {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);

@@ -91,13 +91,14 @@ pub mod upgrade;
 
 pub use conn::{
     CloseHandler, Config, Conn, ControlContext, Handle, Message, MessageReader, MessageType, MessageWriter,
-    PingPongHandler, ReadHalf, SocketAddrs, Stream, WriteHalf,
+    PingPongHandler, PreparedMessage, ReadHalf, SocketAddrs, Stream, WriteHalf,
 };
 #[cfg(feature = "tls")]
 pub use dial::TlsRoots;
 pub use dial::{connect, ClientStream, CookieJar, Dialer, MemoryCookieJar, Proxy};
 pub use error::{CloseError, Error, Result};
 pub use pool::{BufferPool, SimpleBufferPool};
+pub use proto::extensions::{DeflateConfig, DeflateParams};
 pub use proto::handshake::{is_websocket_upgrade, Rejection};
 pub use proto::{CloseCode, CloseFrame, MessageKind, Role};
 pub use upgrade::Upgrader;

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
+use crate::proto::extensions::{self, DeflateConfig, DeflateParams};
 use crate::proto::handshake::{self, Rejection};
 use crate::proto::Role;
 
@@ -64,7 +65,7 @@ pub struct Upgrader {
     subprotocols: Vec<String>,
     error: Option<ErrorResponder>,
     check_origin: Option<CheckOrigin>,
-    enable_compression: bool,
+    compression: Option<DeflateConfig>,
     handshake_timeout: Option<Duration>,
     max_request_bytes: usize,
     max_headers: usize,
@@ -77,7 +78,7 @@ impl Default for Upgrader {
             subprotocols: Vec::new(),
             error: None,
             check_origin: None,
-            enable_compression: false,
+            compression: None,
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
@@ -92,7 +93,7 @@ impl fmt::Debug for Upgrader {
             .field("subprotocols", &self.subprotocols)
             .field("custom_error", &self.error.is_some())
             .field("custom_check_origin", &self.check_origin.is_some())
-            .field("enable_compression", &self.enable_compression)
+            .field("compression", &self.compression)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("max_headers", &self.max_headers)
@@ -163,10 +164,31 @@ impl Upgrader {
         self
     }
 
-    /// Asks for permessage-deflate. Compression is not negotiated yet: offers
-    /// are declined and connections run uncompressed.
+    /// Accepts permessage-deflate (RFC 7692) when a client offers it, with
+    /// context takeover both ways when the client allows it and 32 KiB
+    /// windows. Off by default.
     pub fn enable_compression(mut self, enable: bool) -> Self {
-        self.enable_compression = enable;
+        self.compression = enable.then(|| self.compression.unwrap_or_default());
+        self
+    }
+
+    /// Accepts permessage-deflate with these limits: ask for no context
+    /// takeover or smaller windows in either direction (less memory per
+    /// connection, a lower ratio).
+    pub fn compression(mut self, config: DeflateConfig) -> Self {
+        self.compression = Some(config);
+        self
+    }
+
+    /// The compression level of accepted connections, 0–9 (default 1).
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.config.compression_level = level.min(9);
+        self
+    }
+
+    /// Data messages shorter than `bytes` are sent uncompressed.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.config.compression_threshold = bytes;
         self
     }
 
@@ -224,8 +246,10 @@ impl Upgrader {
             None => handshake.await,
         };
         match outcome {
-            Ok((subprotocol, early)) => {
-                Ok(Conn::from_raw(stream, Role::Server, self.config.clone(), subprotocol, early))
+            Ok((decision, early)) => {
+                let mut config = self.config.clone();
+                config.deflate = decision.deflate;
+                Ok(Conn::from_raw(stream, Role::Server, config, decision.protocol, early))
             }
             Err(e) => {
                 let _ = stream.shutdown().await;
@@ -234,7 +258,7 @@ impl Upgrader {
         }
     }
 
-    async fn handshake<S, F>(&self, stream: &mut S, callback: F) -> Result<(Option<String>, BytesMut)>
+    async fn handshake<S, F>(&self, stream: &mut S, callback: F) -> Result<(Decision, BytesMut)>
     where
         S: Stream,
         F: FnOnce(&Request<()>) -> std::result::Result<HeaderMap, Rejection>,
@@ -260,24 +284,38 @@ impl Upgrader {
         };
         let early = buf.split_off(parsed.head_len);
         let request = parsed.request;
-        let decision = self.decide(&request).and_then(|(accept, protocol)| {
-            let extra = callback(&request)?;
-            Ok((accept, protocol, extra))
+        let decision = self.decide(&request).and_then(|decision| {
+            let mut extra = callback(&request)?;
+            if extra.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+                return Err(Rejection::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "extensions are negotiated by the upgrader, not by response headers",
+                ));
+            }
+            if let Some(value) = decision.extensions_header() {
+                extra.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+            }
+            Ok((decision, extra))
         });
         match decision {
-            Ok((accept, protocol, extra)) => {
+            Ok((decision, extra)) => {
                 let mut response = BytesMut::with_capacity(256);
-                handshake::write_switching_response(&mut response, &accept, protocol.as_deref(), &extra);
+                handshake::write_switching_response(
+                    &mut response,
+                    &decision.accept,
+                    decision.protocol.as_deref(),
+                    &extra,
+                );
                 stream.write_all(&response).await?;
                 stream.flush().await?;
-                Ok((protocol, early))
+                Ok((decision, early))
             }
             Err(rejection) => Err(self.refuse(stream, rejection).await),
         }
     }
 
-    /// Checks a request and picks its subprotocol: the accept key and protocol, or why not.
-    fn decide(&self, request: &Request<()>) -> std::result::Result<(String, Option<String>), Rejection> {
+    /// Checks a request and picks its subprotocol and compression, or says why not.
+    fn decide(&self, request: &Request<()>) -> std::result::Result<Decision, Rejection> {
         let valid = handshake::validate_request(request.method(), request.version(), request.headers())?;
         let origin_ok = match &self.check_origin {
             Some(check) => check(request),
@@ -286,7 +324,11 @@ impl Upgrader {
         if !origin_ok {
             return Err(Rejection::new(StatusCode::FORBIDDEN, "request origin not allowed by Upgrader.check_origin"));
         }
-        Ok((valid.accept, self.choose_subprotocol(request.headers())))
+        let deflate = self.compression.as_ref().and_then(|ours| {
+            let offers = request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
+            extensions::server_negotiate(offers.filter_map(|v| v.to_str().ok()), ours)
+        });
+        Ok(Decision { accept: valid.accept, protocol: self.choose_subprotocol(request.headers()), deflate })
     }
 
     fn choose_subprotocol(&self, headers: &HeaderMap) -> Option<String> {
@@ -320,6 +362,19 @@ impl Upgrader {
         let _ = stream.write_all(&out).await;
         let _ = stream.flush().await;
         Error::Handshake { status: rejection.status, reason: rejection.reason }
+    }
+}
+
+/// What the server answers to an acceptable request.
+struct Decision {
+    accept: String,
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+}
+
+impl Decision {
+    fn extensions_header(&self) -> Option<HeaderValue> {
+        self.deflate.and_then(|params| HeaderValue::from_str(&params.to_string()).ok())
     }
 }
 
@@ -414,7 +469,7 @@ mod hyper_support {
                 *head.headers_mut() = request.headers().clone();
                 head
             };
-            let (accept, protocol) = match self.decide(&head) {
+            let decision = match self.decide(&head) {
                 Ok(decision) => decision,
                 Err(rejection) => {
                     let (parts, body) = self.rejection_response(&rejection).into_parts();
@@ -430,13 +485,18 @@ mod hyper_support {
             let headers = response.headers_mut();
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            if let Ok(value) = HeaderValue::from_str(&accept) {
+            if let Ok(value) = HeaderValue::from_str(&decision.accept) {
                 headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
             }
-            if let Some(value) = protocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+            if let Some(value) = decision.protocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
                 headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
             }
-            let config = self.config.clone();
+            if let Some(value) = decision.extensions_header() {
+                headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+            }
+            let mut config = self.config.clone();
+            config.deflate = decision.deflate;
+            let protocol = decision.protocol;
             let upgrading = Upgrading {
                 inner: Box::pin(async move {
                     let upgraded = on_upgrade.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::pool::BufferPool;
+use crate::proto::extensions::DeflateParams;
 
 /// The read limit a connection starts with: 64 MiB per message.
 pub const DEFAULT_READ_LIMIT: u64 = 64 << 20;
@@ -30,7 +31,17 @@ pub struct Config {
     pub read_limit: Option<u64>,
     /// How long [`crate::Conn::close`] waits for the peer's close frame. Default 5 s.
     pub close_timeout: Duration,
+    /// The permessage-deflate parameters agreed in the handshake; `None` runs
+    /// without compression. Set by the handshake.
+    pub deflate: Option<DeflateParams>,
+    /// The compression level, 0–9 (default 1: fastest).
+    pub compression_level: u32,
+    /// Data messages shorter than this are sent uncompressed (default 0).
+    pub compression_threshold: usize,
 }
+
+/// The compression level connections start with.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 
 impl Default for Config {
     fn default() -> Self {
@@ -40,6 +51,9 @@ impl Default for Config {
             write_buffer_pool: None,
             read_limit: Some(DEFAULT_READ_LIMIT),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            deflate: None,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            compression_threshold: 0,
         }
     }
 }
@@ -52,6 +66,9 @@ impl fmt::Debug for Config {
             .field("write_buffer_pool", &self.write_buffer_pool.is_some())
             .field("read_limit", &self.read_limit)
             .field("close_timeout", &self.close_timeout)
+            .field("deflate", &self.deflate)
+            .field("compression_level", &self.compression_level)
+            .field("compression_threshold", &self.compression_threshold)
             .finish()
     }
 }

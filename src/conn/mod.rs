@@ -10,6 +10,7 @@ mod config;
 mod handle;
 mod handlers;
 mod message;
+mod prepared;
 mod read;
 mod shared;
 mod write;
@@ -21,12 +22,13 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-pub use config::{Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_READ_LIMIT};
+pub use config::{Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_READ_LIMIT};
 pub use handle::Handle;
 pub use handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
 };
 pub use message::{Message, MessageType};
+pub use prepared::PreparedMessage;
 pub use read::{MessageReader, ReadHalf};
 pub use shared::Stream;
 pub use write::{MessageWriter, WriteHalf};
@@ -81,6 +83,32 @@ impl<S: Stream> Conn<S> {
     /// Sends a binary message.
     pub async fn write_binary(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
         self.write.write_binary(data).await
+    }
+
+    /// Sends a prepared message; see [`WriteHalf::write_prepared`].
+    pub async fn write_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        self.write.write_prepared(message).await
+    }
+
+    /// Whether permessage-deflate was agreed.
+    pub fn compression_negotiated(&self) -> bool {
+        self.write.compression_negotiated()
+    }
+
+    /// Turns compression of later messages on or off; see
+    /// [`WriteHalf::enable_write_compression`].
+    pub fn enable_write_compression(&mut self, enable: bool) {
+        self.write.enable_write_compression(enable);
+    }
+
+    /// Sets the compression level (0–9); see [`WriteHalf::set_compression_level`].
+    pub fn set_compression_level(&mut self, level: u32) -> Result<()> {
+        self.write.set_compression_level(level)
+    }
+
+    /// Messages shorter than `bytes` go uncompressed.
+    pub fn set_compression_threshold(&mut self, bytes: usize) {
+        self.write.set_compression_threshold(bytes);
     }
 
     /// Streams a message out; see [`WriteHalf::next_writer`].

@@ -18,7 +18,8 @@ use super::handlers::{received_code, CloseHandler, ControlContext, Handlers, Pin
 use super::shared::{Shared, Stream};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
-use crate::proto::{CloseFrame, Decoder, Event, MessageKind, ProtocolError};
+use crate::proto::deflate::Inflater;
+use crate::proto::{CloseFrame, Decoder, Event, MessageKind, ProtocolError, Role};
 
 /// How long the reader waits to send a reply the protocol obliges (a pong, a
 /// close echo) before giving up on it, as gorilla does.
@@ -72,6 +73,14 @@ impl<S: Stream> ReadHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, early: BytesMut) -> Self {
         let mut decoder = Decoder::new(shared.role);
         decoder.set_max_message_size(shared.config.read_limit);
+        if let Some(params) = &shared.config.deflate {
+            // The peer's side of the agreement says whether it keeps its context.
+            let peer_resets = match shared.role {
+                Role::Server => params.client_no_context_takeover,
+                Role::Client => params.server_no_context_takeover,
+            };
+            decoder.set_inflater(Some(Inflater::new(peer_resets)));
+        }
         ReadHalf {
             shared,
             buf: early,

@@ -13,10 +13,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
 use super::shared::{Shared, Stream};
-use super::{Handle, MessageType};
+use super::{Handle, MessageType, PreparedMessage};
 use crate::error::{Error, Result};
 use crate::proto::decoder::MAX_CONTROL_PAYLOAD;
-use crate::proto::{CloseFrame, MessageKind, OpCode};
+use crate::proto::deflate::Deflater;
+use crate::proto::frame::RSV1;
+use crate::proto::{CloseFrame, MessageKind, OpCode, Role};
 
 type Send_ = Pin<Box<dyn Future<Output = (BytesMut, Result<()>)> + Send + Sync>>;
 
@@ -25,6 +27,10 @@ struct OpenMessage {
     /// The opcode of the next frame: the message's own, then continuation.
     opcode: OpCode,
     buf: BytesMut,
+    /// The message is compressed as it is written.
+    compressed: bool,
+    /// The compressor's final flush is in `buf` (compressed messages).
+    flushed: bool,
     sending: Option<Send_>,
     /// A fragment failed: the message cannot be completed.
     failed: Option<Error>,
@@ -35,6 +41,12 @@ pub struct WriteHalf<S: Stream> {
     pub(crate) shared: Arc<Shared<S>>,
     deadline: Option<Instant>,
     open: Option<OpenMessage>,
+    /// Present when permessage-deflate was agreed.
+    deflater: Option<Deflater>,
+    compress: bool,
+    threshold: usize,
+    /// Reused for compressed payloads.
+    scratch: BytesMut,
 }
 
 impl<S: Stream> fmt::Debug for WriteHalf<S> {
@@ -49,7 +61,69 @@ impl<S: Stream> fmt::Debug for WriteHalf<S> {
 
 impl<S: Stream> WriteHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        WriteHalf { shared, deadline: None, open: None }
+        let deflater = shared.config.deflate.map(|params| {
+            let (bits, resets) = match shared.role {
+                Role::Server => (params.server_max_window_bits, params.server_no_context_takeover),
+                Role::Client => (params.client_max_window_bits, params.client_no_context_takeover),
+            };
+            Deflater::new(shared.config.compression_level, bits, resets)
+        });
+        let threshold = shared.config.compression_threshold;
+        WriteHalf { shared, deadline: None, open: None, deflater, compress: true, threshold, scratch: BytesMut::new() }
+    }
+
+    /// The compressor to use for a data message of `len` bytes, if any.
+    fn deflater_for(&mut self, len: usize) -> Option<&mut Deflater> {
+        let wanted = self.compress && len >= self.threshold;
+        self.deflater.as_mut().filter(|d| wanted && d.can_compress())
+    }
+
+    /// Whether permessage-deflate was agreed for this connection.
+    pub fn compression_negotiated(&self) -> bool {
+        self.deflater.is_some()
+    }
+
+    /// Turns compression of later data messages on or off (on by default;
+    /// no effect when compression was not agreed).
+    pub fn enable_write_compression(&mut self, enable: bool) {
+        self.compress = enable;
+    }
+
+    /// Sets the compression level, 0 (none) to 9 (best), for later messages.
+    pub fn set_compression_level(&mut self, level: u32) -> Result<()> {
+        if level > 9 {
+            return Err(Error::InvalidRequest(format!("compression level {level} is not in 0..=9")));
+        }
+        if let Some(deflater) = &mut self.deflater {
+            deflater.set_level(level);
+        }
+        Ok(())
+    }
+
+    /// Data messages shorter than `bytes` are sent uncompressed.
+    pub fn set_compression_threshold(&mut self, bytes: usize) {
+        self.threshold = bytes;
+    }
+
+    /// Sends a [`PreparedMessage`]: its frame payload is made once per
+    /// compression variant and shared by every connection that sends it.
+    pub async fn write_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        self.finish_open().await?;
+        let kind = message.kind();
+        if kind.is_control() {
+            return self.write_message(kind, message.data()).await;
+        }
+        let len = message.data().len();
+        let Some(deflater) = self.deflater_for(len) else {
+            return self.shared.write_frame(kind.opcode(), true, 0, message.data(), self.deadline).await;
+        };
+        let payload = message.compressed(deflater.window_bits(), deflater.level());
+        // The peer's window now holds bytes our compressor never saw: start
+        // afresh so later messages refer only to what follows.
+        if !deflater.no_context_takeover() {
+            deflater.reset();
+        }
+        self.shared.write_frame(kind.opcode(), true, RSV1, &payload, self.deadline).await
     }
 
     /// Sends a whole message as one frame. Control types (close, ping, pong)
@@ -62,10 +136,26 @@ impl<S: Stream> WriteHalf<S> {
         let kind = kind.into();
         let data = data.as_ref();
         self.finish_open().await?;
-        if kind.is_control() && data.len() as u64 > MAX_CONTROL_PAYLOAD {
-            return Err(Error::InvalidControlFrame);
+        if kind.is_control() {
+            if data.len() as u64 > MAX_CONTROL_PAYLOAD {
+                return Err(Error::InvalidControlFrame);
+            }
+            return self.shared.write_frame(kind.opcode(), true, 0, data, self.deadline).await;
         }
-        self.shared.write_frame(kind.opcode(), true, 0, data, self.deadline).await
+        let deadline = self.deadline;
+        if let Some(deflater) =
+            self.deflater.as_mut().filter(|d| self.compress && data.len() >= self.threshold && d.can_compress())
+        {
+            self.scratch.clear();
+            deflater.compress_message(data, &mut self.scratch);
+            let result = self.shared.write_frame(kind.opcode(), true, RSV1, &self.scratch, deadline).await;
+            if result.is_err() {
+                // The message did not go out, but the compressor saw it.
+                deflater.reset();
+            }
+            return result;
+        }
+        self.shared.write_frame(kind.opcode(), true, 0, data, deadline).await
     }
 
     /// Sends a text message.
@@ -99,9 +189,13 @@ impl<S: Stream> WriteHalf<S> {
             return Err(e);
         }
         let capacity = self.shared.config.write_buffer_size.max(1);
+        // Streamed messages are compressed whatever their length: it is not known yet.
+        let compressed = self.deflater_for(usize::MAX).is_some();
         self.open = Some(OpenMessage {
             opcode: kind.opcode(),
             buf: BytesMut::with_capacity(capacity),
+            compressed,
+            flushed: false,
             sending: None,
             failed: None,
         });
@@ -153,6 +247,12 @@ impl<S: Stream> WriteHalf<S> {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };
         let mut result = ready!(poll_sending(open, cx));
+        if result.is_ok() && fin && open.compressed && !open.flushed {
+            if let Some(deflater) = &mut self.deflater {
+                deflater.compress(&[], &mut open.buf, true);
+            }
+            open.flushed = true;
+        }
         if result.is_ok() && (fin || !open.buf.is_empty()) {
             start_fragment(&self.shared, open, fin, self.deadline);
             result = ready!(poll_sending(open, cx));
@@ -180,10 +280,12 @@ pub(crate) async fn write_control<S: Stream>(
 fn start_fragment<S: Stream>(shared: &Arc<Shared<S>>, open: &mut OpenMessage, fin: bool, deadline: Option<Instant>) {
     let shared = shared.clone();
     let opcode = open.opcode;
+    // RFC 7692 §6: RSV1 marks the first frame of a compressed message only.
+    let rsv = if open.compressed && opcode != OpCode::Continuation { RSV1 } else { 0 };
     open.opcode = OpCode::Continuation;
     let buf = std::mem::take(&mut open.buf);
     open.sending = Some(Box::pin(async move {
-        let result = shared.write_frame(opcode, fin, 0, &buf, deadline).await;
+        let result = shared.write_frame(opcode, fin, rsv, &buf, deadline).await;
         (buf, result)
     }));
 }
@@ -235,6 +337,13 @@ impl<S: Stream> AsyncWrite for MessageWriter<'_, S> {
         if open.buf.len() >= capacity {
             start_fragment(&half.shared, open, false, half.deadline);
             ready!(poll_sending(open, cx))?;
+        }
+        if open.compressed {
+            let n = data.len().min(capacity);
+            if let Some(deflater) = &mut half.deflater {
+                deflater.compress(&data[..n], &mut open.buf, false);
+            }
+            return Poll::Ready(Ok(n));
         }
         let n = data.len().min(capacity - open.buf.len());
         open.buf.extend_from_slice(&data[..n]);

@@ -1,4 +1,4 @@
-//! The client: [`Dialer`] and [`connect`](crate::connect).
+//! The client: [`Dialer`] and [`connect`].
 //!
 //! A dial parses the URL (before any connection is made), opens a TCP
 //! connection (directly, through a custom connect function, or through an HTTP
@@ -37,6 +37,7 @@ use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::proto::client_handshake::{self, RequestParts, RESERVED_HEADERS};
+use crate::proto::extensions::{self, DeflateConfig};
 use crate::proto::Role;
 use target::Target;
 
@@ -77,7 +78,7 @@ pub struct Dialer {
     handshake_timeout: Option<Duration>,
     subprotocols: Vec<String>,
     headers: HeaderMap,
-    enable_compression: bool,
+    compression: Option<DeflateConfig>,
     jar: Option<Arc<dyn CookieJar>>,
     max_response_bytes: usize,
 }
@@ -94,7 +95,7 @@ impl Default for Dialer {
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             subprotocols: Vec::new(),
             headers: HeaderMap::new(),
-            enable_compression: false,
+            compression: None,
             jar: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
@@ -110,7 +111,7 @@ impl fmt::Debug for Dialer {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("subprotocols", &self.subprotocols)
             .field("headers", &self.headers)
-            .field("enable_compression", &self.enable_compression)
+            .field("compression", &self.compression)
             .field("cookie_jar", &self.jar.is_some())
             .finish()
     }
@@ -206,9 +207,30 @@ impl Dialer {
         self
     }
 
-    /// Asks for permessage-deflate. Not negotiated yet: no offer is sent.
+    /// Offers permessage-deflate (RFC 7692): first with context takeover
+    /// both ways, then, for servers that accept only that, without it on the
+    /// client's side. Off by default.
     pub fn enable_compression(mut self, enable: bool) -> Self {
-        self.enable_compression = enable;
+        self.compression = enable.then(|| self.compression.unwrap_or_default());
+        self
+    }
+
+    /// Offers permessage-deflate with these limits (context takeover and
+    /// window sizes in each direction).
+    pub fn compression(mut self, config: DeflateConfig) -> Self {
+        self.compression = Some(config);
+        self
+    }
+
+    /// The compression level, 0–9 (default 1).
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.config.compression_level = level.min(9);
+        self
+    }
+
+    /// Data messages shorter than `bytes` are sent uncompressed.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.config.compression_threshold = bytes;
         self
     }
 
@@ -312,6 +334,7 @@ impl Dialer {
             None => target.host_header.clone(),
         };
         headers.remove(header::HOST);
+        let offer = self.compression.as_ref().map(extensions::client_offers);
         let mut request = BytesMut::with_capacity(256);
         client_handshake::write_request(
             &mut request,
@@ -320,7 +343,7 @@ impl Dialer {
                 host: &host_header,
                 key: &key,
                 subprotocols: &self.subprotocols,
-                extensions: None,
+                extensions: offer.as_deref(),
                 headers: &headers,
             },
         );
@@ -361,14 +384,33 @@ impl Dialer {
                 return Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, body)) });
             }
         };
-        if let Some(ext) = response.headers().get(header::SEC_WEBSOCKET_EXTENSIONS) {
-            let reason = format!("the server accepted an extension that was not offered: {ext:?}");
-            let (parts, ()) = response.into_parts();
-            return Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, Bytes::new())) });
-        }
-        let conn = Conn::from_raw(stream, Role::Client, self.config.clone(), protocol, early);
+        let accepted: Vec<&str> = response
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let deflate = match (&self.compression, accepted.is_empty()) {
+            (_, true) => None,
+            (Some(ours), false) => match extensions::client_accept(&accepted.join(", "), ours) {
+                Ok(params) => Some(params),
+                Err(why) => return Err(bad_handshake(format!("invalid permessage-deflate response: {why}"), response)),
+            },
+            (None, false) => {
+                let reason = format!("the server accepted an extension that was not offered: {}", accepted.join(", "));
+                return Err(bad_handshake(reason, response));
+            }
+        };
+        let mut config = self.config.clone();
+        config.deflate = deflate;
+        let conn = Conn::from_raw(stream, Role::Client, config, protocol, early);
         Ok((conn, response))
     }
+}
+
+fn bad_handshake(reason: String, response: Response<()>) -> Error {
+    let (parts, ()) = response.into_parts();
+    Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, Bytes::new())) }
 }
 
 /// Reads up to 1 KiB of a refusal's body (as far as `Content-Length` says),

@@ -69,6 +69,16 @@ impl Deflater {
         self.level
     }
 
+    /// The window this side compresses with, in bits.
+    pub fn window_bits(&self) -> u8 {
+        self.window_bits
+    }
+
+    /// Whether the context is dropped after each message.
+    pub fn no_context_takeover(&self) -> bool {
+        self.no_context_takeover
+    }
+
     fn state(&mut self) -> &mut Compress {
         let (level, bits) = (self.level, self.window_bits.clamp(9, 15));
         self.state.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
