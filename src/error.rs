@@ -80,6 +80,8 @@ pub enum Error {
     Proxy(String),
     /// The TLS handshake or configuration failed.
     Tls(String),
+    /// A keepalive ping got no pong in time: the peer is gone.
+    KeepaliveTimeout,
 }
 
 /// The result type of silverback.
@@ -120,7 +122,8 @@ impl Error {
 
     /// True when a deadline passed.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout) || matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
+        matches!(self, Error::Timeout | Error::KeepaliveTimeout)
+            || matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::TimedOut)
     }
 
     /// A copy of this error, for errors that must be returned again (reads
@@ -146,6 +149,7 @@ impl Error {
             }
             Error::Proxy(s) => Error::Proxy(s.clone()),
             Error::Tls(s) => Error::Tls(s.clone()),
+            Error::KeepaliveTimeout => Error::KeepaliveTimeout,
         }
     }
 
@@ -174,6 +178,7 @@ impl fmt::Display for Error {
             }
             Error::Proxy(s) => write!(f, "websocket: proxy: {s}"),
             Error::Tls(s) => write!(f, "websocket: tls: {s}"),
+            Error::KeepaliveTimeout => f.write_str("websocket: keepalive timeout: no pong from the peer"),
         }
     }
 }

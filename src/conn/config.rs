@@ -38,7 +38,15 @@ pub struct Config {
     pub compression_level: u32,
     /// Data messages shorter than this are sent uncompressed (default 0).
     pub compression_threshold: usize,
+    /// Send a ping this often and end the connection when no pong answers
+    /// within [`Config::pong_timeout`]. Off by default.
+    pub ping_interval: Option<Duration>,
+    /// How long a keepalive ping may wait for its pong. Default 10 s.
+    pub pong_timeout: Duration,
 }
+
+/// How long a keepalive ping waits for its pong by default.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The compression level connections start with.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
@@ -54,6 +62,8 @@ impl Default for Config {
             deflate: None,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compression_threshold: 0,
+            ping_interval: None,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
         }
     }
 }
@@ -69,6 +79,8 @@ impl fmt::Debug for Config {
             .field("deflate", &self.deflate)
             .field("compression_level", &self.compression_level)
             .field("compression_threshold", &self.compression_threshold)
+            .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
             .finish()
     }
 }

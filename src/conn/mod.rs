@@ -9,6 +9,7 @@
 mod config;
 mod handle;
 mod handlers;
+mod keepalive;
 mod message;
 mod prepared;
 mod read;
@@ -22,7 +23,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-pub use config::{Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_READ_LIMIT};
+pub use config::{
+    Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PONG_TIMEOUT,
+    DEFAULT_READ_LIMIT,
+};
 pub use handle::Handle;
 pub use handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
@@ -56,7 +60,11 @@ impl<S: Stream> Conn<S> {
     /// Wraps a stream on which the opening handshake has already taken place.
     /// `early` holds bytes read past the handshake, which are WebSocket data.
     pub fn from_raw(stream: S, role: Role, config: Config, subprotocol: Option<String>, early: BytesMut) -> Self {
+        let keepalive = config.ping_interval.map(|interval| (interval, config.pong_timeout));
         let shared = Shared::new(stream, role, config, subprotocol);
+        if let Some((interval, pong_timeout)) = keepalive {
+            keepalive::spawn(&shared, interval, pong_timeout);
+        }
         Conn { read: ReadHalf::new(shared.clone(), early), write: WriteHalf::new(shared) }
     }
 

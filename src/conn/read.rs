@@ -241,6 +241,7 @@ impl<S: Stream> ReadHalf<S> {
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
                 Ok(Some(Event::Pong(payload))) => {
+                    self.shared.keepalive.pong_received();
                     let handler = self.handlers.pong.clone();
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
@@ -308,6 +309,9 @@ impl<S: Stream> ReadHalf<S> {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.shared.keepalive.expired() {
+            return Poll::Ready(Err(Error::KeepaliveTimeout));
+        }
         let want = self
             .shared
             .config
@@ -321,13 +325,25 @@ impl<S: Stream> ReadHalf<S> {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Error::abnormal_closure())),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
-            Poll::Pending => match &mut self.sleep {
-                Some(sleep) => match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(Error::Timeout)),
-                    Poll::Pending => Poll::Pending,
-                },
-                None => Poll::Pending,
+            Poll::Pending if self.shared.config.ping_interval.is_some() => {
+                self.shared.keepalive.register_reader(cx.waker());
+                // An expiry between the check above and the registration.
+                if self.shared.keepalive.expired() {
+                    return Poll::Ready(Err(Error::KeepaliveTimeout));
+                }
+                self.poll_deadline(cx)
+            }
+            Poll::Pending => self.poll_deadline(cx),
+        }
+    }
+
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.sleep {
+            Some(sleep) => match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Error::Timeout)),
+                Poll::Pending => Poll::Pending,
             },
+            None => Poll::Pending,
         }
     }
 }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use super::config::Config;
+use super::keepalive::KeepaliveState;
 use crate::error::{Error, Result};
 use crate::proto::encoder::{encode_frame, encode_header};
 use crate::proto::{OpCode, Role};
@@ -49,6 +50,7 @@ pub(crate) struct Shared<S> {
     close_received: AtomicBool,
     close_received_notify: Notify,
     shut_down: AtomicBool,
+    pub(crate) keepalive: KeepaliveState,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +72,7 @@ impl<S: Stream> Shared<S> {
             close_received: AtomicBool::new(false),
             close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
+            keepalive: KeepaliveState::default(),
         })
     }
 
@@ -124,6 +127,10 @@ impl<S: Stream> Shared<S> {
 
     pub(crate) fn close_sent(&self) -> bool {
         self.close_sent.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
     }
 
     pub(crate) fn close_received(&self) -> bool {

@@ -222,6 +222,21 @@ impl Dialer {
         self
     }
 
+    /// Sends a ping every `interval` on each connection and ends a connection
+    /// whose pong does not come back within the pong timeout: its reads then
+    /// fail with [`Error::KeepaliveTimeout`]. `None` (the default) turns it off.
+    /// The application must keep reading for pongs to be seen.
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.ping_interval = interval;
+        self
+    }
+
+    /// How long a keepalive ping waits for its pong (default 10 s).
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.config.pong_timeout = timeout;
+        self
+    }
+
     /// The compression level, 0–9 (default 1).
     pub fn compression_level(mut self, level: u32) -> Self {
         self.config.compression_level = level.min(9);
