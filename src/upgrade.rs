@@ -232,6 +232,20 @@ impl Upgrader {
         self
     }
 
+    /// The largest frame payload accepted (`None`, the default: only the read
+    /// limit applies); a larger frame fails the connection with 1009.
+    pub fn max_frame_size(mut self, limit: Option<u64>) -> Self {
+        self.config.max_frame_size = limit;
+        self
+    }
+
+    /// The most frames one message may arrive in (default 100 000); more fail
+    /// the connection with 1008.
+    pub fn max_fragments(mut self, limit: Option<u32>) -> Self {
+        self.config.max_fragments = limit;
+        self
+    }
+
     /// How long a close handshake waits for the peer's close frame.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.config.close_timeout = timeout;

@@ -43,7 +43,16 @@ pub struct Config {
     pub ping_interval: Option<Duration>,
     /// How long a keepalive ping may wait for its pong. Default 10 s.
     pub pong_timeout: Duration,
+    /// The largest frame payload accepted (`None`: only the read limit). Default none.
+    pub max_frame_size: Option<u64>,
+    /// The most frames one message may arrive in. Default 100 000.
+    pub max_fragments: Option<u32>,
 }
+
+/// How many frames a message may arrive in by default: more than any real
+/// sender uses (4 MiB in 64-byte fragments is 65 536), few enough to end a
+/// flood of empty fragments.
+pub const DEFAULT_MAX_FRAGMENTS: u32 = 100_000;
 
 /// How long a keepalive ping waits for its pong by default.
 pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +73,8 @@ impl Default for Config {
             compression_threshold: 0,
             ping_interval: None,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
+            max_frame_size: None,
+            max_fragments: Some(DEFAULT_MAX_FRAGMENTS),
         }
     }
 }
@@ -81,6 +92,8 @@ impl fmt::Debug for Config {
             .field("compression_threshold", &self.compression_threshold)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("max_fragments", &self.max_fragments)
             .finish()
     }
 }

@@ -73,6 +73,8 @@ impl<S: Stream> ReadHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, early: BytesMut) -> Self {
         let mut decoder = Decoder::new(shared.role);
         decoder.set_max_message_size(shared.config.read_limit);
+        decoder.set_max_frame_size(shared.config.max_frame_size);
+        decoder.set_max_fragments(shared.config.max_fragments);
         if let Some(params) = &shared.config.deflate {
             // The peer's side of the agreement says whether it keeps its context.
             let peer_resets = match shared.role {

@@ -52,6 +52,8 @@ struct OpenMessage {
     compressed: bool,
     /// Payload bytes announced by the frame headers so far.
     size: u64,
+    /// Frames received so far.
+    frames: u32,
     /// Bytes produced by inflation so far (compressed messages).
     inflated: u64,
     utf8: Option<Utf8Validator>,
@@ -76,6 +78,8 @@ pub const MAX_INFLATED_CHUNK: usize = 64 * 1024;
 pub struct Decoder {
     role: Role,
     max_message_size: Option<u64>,
+    max_frame_size: Option<u64>,
+    max_fragments: Option<u32>,
     extension_rsv: u8,
     message: Option<OpenMessage>,
     payload: Option<PayloadState>,
@@ -91,6 +95,8 @@ impl Decoder {
         Decoder {
             role,
             max_message_size: None,
+            max_frame_size: None,
+            max_fragments: None,
             extension_rsv: 0,
             message: None,
             payload: None,
@@ -109,6 +115,19 @@ impl Decoder {
     /// The largest message accepted.
     pub fn max_message_size(&self) -> Option<u64> {
         self.max_message_size
+    }
+
+    /// Sets the largest frame payload accepted (`None`: only the message
+    /// limit applies). A larger frame fails with [`ProtocolError::FrameTooBig`].
+    pub fn set_max_frame_size(&mut self, limit: Option<u64>) {
+        self.max_frame_size = limit;
+    }
+
+    /// Sets the most frames one message may be split into (`None`: no limit),
+    /// which bounds floods of tiny or empty fragments. More fail with
+    /// [`ProtocolError::TooManyFragments`].
+    pub fn set_max_fragments(&mut self, limit: Option<u32>) {
+        self.max_fragments = limit;
     }
 
     /// Declares the RSV bits that a negotiated extension gives a meaning to
@@ -281,11 +300,23 @@ impl Decoder {
             Some(limit) if size > limit => Err(ProtocolError::MessageTooBig { size, limit }),
             _ => Ok(()),
         };
+        if let Some(limit) = self.max_frame_size {
+            if header.payload_len > limit {
+                return Err(ProtocolError::FrameTooBig { size: header.payload_len, limit });
+            }
+        }
+        let max_fragments = self.max_fragments;
         match (header.opcode, &mut self.message) {
             (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Continuation, Some(message)) => {
                 message.size = message.size.saturating_add(header.payload_len);
                 check(message.size)?;
+                message.frames = message.frames.saturating_add(1);
+                if let Some(limit) = max_fragments {
+                    if message.frames > limit {
+                        return Err(ProtocolError::TooManyFragments { limit });
+                    }
+                }
                 Ok(None)
             }
             (_, Some(_)) => Err(ProtocolError::ExpectedContinuation),
@@ -295,7 +326,8 @@ impl Decoder {
                 let compressed = header.rsv & RSV1 != 0;
                 // Compressed text is validated after inflation.
                 let utf8 = (kind == MessageKind::Text).then(Utf8Validator::new);
-                self.message = Some(OpenMessage { kind, compressed, size: header.payload_len, inflated: 0, utf8 });
+                self.message =
+                    Some(OpenMessage { kind, compressed, size: header.payload_len, frames: 1, inflated: 0, utf8 });
                 Ok(Some(Event::Start { kind, compressed }))
             }
         }
@@ -570,6 +602,29 @@ mod tests {
         d.set_max_message_size(Some(1000));
         let header = [0x82, 0x7f, 0, 0, 0, 1, 0, 0, 0, 0];
         assert!(matches!(decode_all(&mut d, &header), Err(ProtocolError::MessageTooBig { .. })));
+    }
+
+    #[test]
+    fn frame_size_and_fragment_count_limits() {
+        let mut d = Decoder::new(Role::Client);
+        d.set_max_frame_size(Some(3));
+        let err = decode_all(&mut d, &frame(OpCode::Binary, true, b"abcd", None)).unwrap_err();
+        assert_eq!(err, ProtocolError::FrameTooBig { size: 4, limit: 3 });
+        assert_eq!(err.close_code(), crate::proto::CloseCode::MESSAGE_TOO_BIG);
+
+        let mut d = Decoder::new(Role::Client);
+        d.set_max_fragments(Some(3));
+        let mut bytes = frame(OpCode::Text, false, b"", None);
+        bytes.extend(frame(OpCode::Continuation, false, b"", None));
+        bytes.extend(frame(OpCode::Continuation, true, b"", None));
+        assert!(decode_all(&mut d, &bytes).is_ok());
+        let mut flood = frame(OpCode::Text, false, b"", None);
+        for _ in 0..3 {
+            flood.extend(frame(OpCode::Continuation, false, b"", None));
+        }
+        let err = decode_all(&mut d, &flood).unwrap_err();
+        assert_eq!(err, ProtocolError::TooManyFragments { limit: 3 });
+        assert_eq!(err.close_code(), crate::proto::CloseCode::POLICY_VIOLATION);
     }
 
     #[test]

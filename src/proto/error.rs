@@ -35,6 +35,18 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     /// A compressed message whose data cannot be inflated (RFC 7692 §6.2).
     InvalidCompressedData(String),
+    /// A frame longer than the frame size limit.
+    FrameTooBig {
+        /// The frame's payload length.
+        size: u64,
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A message split into more frames than allowed (a flood of fragments).
+    TooManyFragments {
+        /// The limit in force.
+        limit: u32,
+    },
     /// A message longer than the read limit.
     MessageTooBig {
         /// The size the message reached, in bytes.
@@ -46,11 +58,13 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The close code to fail the connection with: 1007 for bad UTF-8, 1009 for
-    /// an over-limit message, 1002 for everything else.
+    /// an over-limit message or frame, 1008 for too many fragments, 1002 for
+    /// everything else.
     pub fn close_code(&self) -> CloseCode {
         match self {
             ProtocolError::InvalidUtf8 => CloseCode::INVALID_FRAME_PAYLOAD_DATA,
-            ProtocolError::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
+            ProtocolError::MessageTooBig { .. } | ProtocolError::FrameTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
+            ProtocolError::TooManyFragments { .. } => CloseCode::POLICY_VIOLATION,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -71,6 +85,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidUtf8 => f.write_str("invalid UTF-8 in text message or close reason"),
             ProtocolError::CloseFrameTooShort => f.write_str("close frame payload of one byte"),
             ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
+            ProtocolError::FrameTooBig { size, limit } => {
+                write!(f, "frame of {size} bytes exceeds the frame size limit of {limit}")
+            }
+            ProtocolError::TooManyFragments { limit } => write!(f, "message split into more than {limit} frames"),
             ProtocolError::InvalidCompressedData(why) => write!(f, "invalid compressed data: {why}"),
             ProtocolError::MessageTooBig { size, limit } => {
                 write!(f, "message of at least {size} bytes exceeds the read limit of {limit}")
