@@ -83,6 +83,17 @@ impl<S: Stream> Conn<S> {
         self.write.write_message(kind, data).await
     }
 
+    /// Buffers a message to send with the next write, flush, or read that
+    /// would wait; see [`WriteHalf::feed_message`].
+    pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
+        self.write.feed_message(kind, data).await
+    }
+
+    /// Sends every fed message now.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.write.flush().await
+    }
+
     /// Sends a text message.
     pub async fn write_text(&mut self, text: impl AsRef<str>) -> Result<()> {
         self.write.write_text(text).await

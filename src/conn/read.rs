@@ -35,9 +35,17 @@ const MAX_RESERVE: u64 = 1 << 20;
 
 type Reply = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
+/// How a message begins.
+enum Begin {
+    Streamed(MessageKind),
+    Whole(MessageKind, BytesMut),
+}
+
 /// What the read loop hands up to the message-level methods.
 pub(crate) enum DataEvent {
     Start(MessageKind),
+    /// A whole message in one step.
+    Whole(MessageKind, BytesMut),
     Data(BytesMut),
     End,
 }
@@ -99,7 +107,10 @@ impl<S: Stream> ReadHalf<S> {
     /// handled by the handlers. A close from the peer ends in
     /// [`Error::Closed`]; every error is permanent.
     pub async fn read_message(&mut self) -> Result<Message> {
-        let kind = self.next_start().await?;
+        let kind = match self.next_start().await? {
+            Begin::Whole(kind, data) => return Ok(Message { kind, data: data.freeze() }),
+            Begin::Streamed(kind) => kind,
+        };
         let mut data: Option<BytesMut> = None;
         poll_fn(|cx| loop {
             match ready!(self.poll_event(cx))? {
@@ -117,7 +128,7 @@ impl<S: Stream> ReadHalf<S> {
                     }
                 },
                 DataEvent::End => return Poll::Ready(Ok::<(), Error>(())),
-                DataEvent::Start(_) => {}
+                DataEvent::Start(_) | DataEvent::Whole(..) => {}
             }
         })
         .await?;
@@ -128,14 +139,20 @@ impl<S: Stream> ReadHalf<S> {
     /// that streams its payload without holding it whole. Whatever is left of
     /// a previous message is skipped first.
     pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
-        let kind = self.next_start().await?;
-        Ok((kind, MessageReader { half: self, chunk: BytesMut::new(), done: false }))
+        Ok(match self.next_start().await? {
+            Begin::Whole(kind, chunk) => (kind, MessageReader { half: self, chunk, done: true }),
+            Begin::Streamed(kind) => (kind, MessageReader { half: self, chunk: BytesMut::new(), done: false }),
+        })
     }
 
-    async fn next_start(&mut self) -> Result<MessageKind> {
+    /// Waits for the next message to begin, skipping what is left of the
+    /// previous one.
+    async fn next_start(&mut self) -> Result<Begin> {
         poll_fn(|cx| loop {
-            if let DataEvent::Start(kind) = ready!(self.poll_event(cx))? {
-                return Poll::Ready(Ok(kind));
+            match ready!(self.poll_event(cx))? {
+                DataEvent::Start(kind) => return Poll::Ready(Ok(Begin::Streamed(kind))),
+                DataEvent::Whole(kind, data) => return Poll::Ready(Ok(Begin::Whole(kind, data))),
+                DataEvent::Data(_) | DataEvent::End => {}
             }
         })
         .await
@@ -238,6 +255,7 @@ impl<S: Stream> ReadHalf<S> {
                 Ok(Some(Event::Start { kind, .. })) => return Poll::Ready(Ok(DataEvent::Start(kind))),
                 Ok(Some(Event::Data(chunk))) => return Poll::Ready(Ok(DataEvent::Data(chunk))),
                 Ok(Some(Event::End)) => return Poll::Ready(Ok(DataEvent::End)),
+                Ok(Some(Event::Message { kind, data })) => return Poll::Ready(Ok(DataEvent::Whole(kind, data))),
                 Ok(Some(Event::Ping(payload))) => {
                     let handler = self.handlers.ping.clone();
                     self.run_handler(false, |ctx| handler(&payload, ctx));
@@ -248,11 +266,19 @@ impl<S: Stream> ReadHalf<S> {
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
                 Ok(Some(Event::Close(frame))) => self.on_close(frame),
-                Ok(None) => {
-                    if let Err(e) = ready!(self.poll_fill(cx)) {
-                        self.error = Some(e);
+                Ok(None) => match self.poll_fill(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => self.error = Some(e),
+                    // About to wait for input: first send what was fed, since
+                    // the peer may be waiting for it.
+                    Poll::Pending if self.shared.has_pending() => {
+                        let shared = self.shared.clone();
+                        self.reply = Some(Box::pin(async move {
+                            let _ = shared.flush_pending(None).await;
+                        }));
                     }
-                }
+                    Poll::Pending => return Poll::Pending,
+                },
                 Err(violation) => self.fail(violation),
             }
         }
@@ -390,7 +416,7 @@ impl<S: Stream> MessageReader<'_, S> {
                 DataEvent::Data(chunk) if chunk.is_empty() => {}
                 DataEvent::Data(chunk) => return Poll::Ready(Ok(Some(chunk))),
                 DataEvent::End => self.done = true,
-                DataEvent::Start(_) => {}
+                DataEvent::Start(_) | DataEvent::Whole(..) => {}
             }
         }
         Poll::Ready(Ok(None))

@@ -29,6 +29,13 @@ use crate::proto::{OpCode, Role};
 /// being copied into the write buffer (unmasked frames only).
 const VECTORED_THRESHOLD: usize = 16 * 1024;
 
+/// Fed frames are held until at least this many bytes wait (or the write
+/// buffer size, if larger).
+const MIN_FEED_LIMIT: usize = 16 * 1024;
+
+/// A frame to write: opcode, FIN, RSV bits, payload.
+type Frame<'a> = (OpCode, bool, u8, &'a [u8]);
+
 /// The bounds a stream must meet to carry a connection.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
@@ -50,6 +57,8 @@ pub(crate) struct Shared<S> {
     close_received: AtomicBool,
     close_received_notify: Notify,
     shut_down: AtomicBool,
+    /// Fed frames wait in the sink's buffer.
+    pending: AtomicBool,
     pub(crate) keepalive: KeepaliveState,
 }
 
@@ -72,6 +81,7 @@ impl<S: Stream> Shared<S> {
             close_received: AtomicBool::new(false),
             close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
+            pending: AtomicBool::new(false),
             keepalive: KeepaliveState::default(),
         })
     }
@@ -156,9 +166,9 @@ impl<S: Stream> Shared<S> {
         let _ = tokio::time::timeout_at(deadline.into(), wait).await;
     }
 
-    /// Writes one frame. `deadline` bounds both the wait for the sink lock and
-    /// the write itself; a timeout during the write poisons the sink, since a
-    /// frame may have gone out in part.
+    /// Writes one frame, after any frames fed before it. `deadline` bounds
+    /// both the wait for the sink lock and the write itself; a timeout during
+    /// the write poisons the sink, since a frame may have gone out in part.
     pub(crate) async fn write_frame(
         &self,
         opcode: OpCode,
@@ -167,6 +177,35 @@ impl<S: Stream> Shared<S> {
         payload: &[u8],
         deadline: Option<Instant>,
     ) -> Result<()> {
+        self.frame(Some((opcode, fin, rsv, payload)), deadline, true).await
+    }
+
+    /// Writes one final frame now, or (`now` false) adds it to the write
+    /// buffer without sending it unless the buffer is full. Fed frames leave
+    /// with the next write, a flush, or when the reader is about to wait for
+    /// input.
+    pub(crate) async fn send_frame(
+        &self,
+        opcode: OpCode,
+        rsv: u8,
+        payload: &[u8],
+        deadline: Option<Instant>,
+        now: bool,
+    ) -> Result<()> {
+        self.frame(Some((opcode, true, rsv, payload)), deadline, now).await
+    }
+
+    /// Sends every frame fed so far.
+    pub(crate) async fn flush_pending(&self, deadline: Option<Instant>) -> Result<()> {
+        self.frame(None, deadline, true).await
+    }
+
+    /// True when fed frames wait in the write buffer.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    async fn frame(&self, frame: Option<Frame<'_>>, deadline: Option<Instant>, now: bool) -> Result<()> {
         let mut sink = match deadline {
             None => self.sink.lock().await,
             Some(at) => tokio::time::timeout_at(at.into(), self.sink.lock()).await.map_err(|_| Error::Timeout)?,
@@ -174,11 +213,16 @@ impl<S: Stream> Shared<S> {
         if let Some(e) = self.write_error(&sink) {
             return Err(e);
         }
-        if self.close_sent() {
-            return Err(Error::CloseSent);
+        if frame.is_none() && !self.has_pending() {
+            return Ok(());
         }
-        if opcode == OpCode::Close {
-            self.close_sent.store(true, Ordering::Release);
+        if let Some((opcode, ..)) = frame {
+            if self.close_sent() {
+                return Err(Error::CloseSent);
+            }
+            if opcode == OpCode::Close {
+                self.close_sent.store(true, Ordering::Release);
+            }
         }
         let mut buf = match sink.buf.take() {
             Some(buf) => buf,
@@ -189,7 +233,7 @@ impl<S: Stream> Shared<S> {
                 .and_then(|pool| pool.get())
                 .unwrap_or_else(|| BytesMut::with_capacity(self.config.write_buffer_size)),
         };
-        let write = self.send(&mut buf, opcode, fin, rsv, payload);
+        let write = self.send(&mut buf, frame, now);
         let result = match deadline {
             None => write.await.map_err(Error::Io),
             Some(at) => match tokio::time::timeout_at(at.into(), write).await {
@@ -197,10 +241,13 @@ impl<S: Stream> Shared<S> {
                 Err(_) => Err(Error::Timeout),
             },
         };
-        buf.clear();
+        if result.is_err() {
+            buf.clear();
+        }
+        self.pending.store(!buf.is_empty(), Ordering::Release);
         match &self.config.write_buffer_pool {
-            Some(pool) => pool.put(buf),
-            None => sink.buf = Some(buf),
+            Some(pool) if buf.is_empty() => pool.put(buf),
+            _ => sink.buf = Some(buf),
         }
         if let Err(e) = &result {
             sink.error = Some(e.replay());
@@ -208,37 +255,42 @@ impl<S: Stream> Shared<S> {
         result
     }
 
-    async fn send(&self, buf: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, payload: &[u8]) -> io::Result<()> {
-        buf.clear();
-        match self.role {
-            Role::Server if payload.len() >= VECTORED_THRESHOLD => {
-                encode_header(buf, opcode, fin, rsv, None, payload.len() as u64);
-                self.write_all_vectored(buf, payload).await?;
-            }
-            Role::Server => {
-                encode_frame(buf, opcode, fin, rsv, None, payload);
-                self.write_all(buf).await?;
-            }
-            Role::Client => {
-                // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
-                let key: [u8; 4] = rand::random();
-                let chunk = self.config.write_buffer_size.max(1024);
-                encode_header(buf, opcode, fin, rsv, Some(key), payload.len() as u64);
-                let mut offset = 0;
-                for piece in payload.chunks(chunk) {
-                    let start = buf.len();
-                    buf.extend_from_slice(piece);
-                    offset = crate::proto::mask::apply_mask(&mut buf[start..], key, offset);
-                    if buf.len() >= chunk {
-                        self.write_all(buf).await?;
-                        buf.clear();
-                    }
+    /// Appends `frame` after what `buf` already holds and writes it all out,
+    /// unless `now` is false and the buffer still has room.
+    async fn send(&self, buf: &mut BytesMut, frame: Option<Frame<'_>>, now: bool) -> io::Result<()> {
+        let feed_limit = self.config.write_buffer_size.max(MIN_FEED_LIMIT);
+        if let Some((opcode, fin, rsv, payload)) = frame {
+            match self.role {
+                Role::Server if payload.len() >= VECTORED_THRESHOLD => {
+                    encode_header(buf, opcode, fin, rsv, None, payload.len() as u64);
+                    self.write_all_vectored(buf, payload).await?;
+                    buf.clear();
+                    return self.flush().await;
                 }
-                if !buf.is_empty() {
-                    self.write_all(buf).await?;
+                Role::Server => encode_frame(buf, opcode, fin, rsv, None, payload),
+                Role::Client => {
+                    // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
+                    let key: [u8; 4] = rand::random();
+                    let chunk = self.config.write_buffer_size.max(1024);
+                    encode_header(buf, opcode, fin, rsv, Some(key), payload.len() as u64);
+                    let mut offset = 0;
+                    for piece in payload.chunks(chunk) {
+                        let start = buf.len();
+                        buf.extend_from_slice(piece);
+                        offset = crate::proto::mask::apply_mask(&mut buf[start..], key, offset);
+                        if buf.len() >= feed_limit.max(chunk) {
+                            self.write_all(buf).await?;
+                            buf.clear();
+                        }
+                    }
                 }
             }
         }
+        if buf.is_empty() || (!now && buf.len() < feed_limit) {
+            return Ok(());
+        }
+        self.write_all(buf).await?;
+        buf.clear();
         self.flush().await
     }
 

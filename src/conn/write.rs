@@ -133,29 +133,47 @@ impl<S: Stream> WriteHalf<S> {
     ///
     /// Text is sent as given: the application must make it valid UTF-8.
     pub async fn write_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
-        let kind = kind.into();
-        let data = data.as_ref();
+        self.send_message(kind.into(), data.as_ref(), true).await
+    }
+
+    /// Adds a message to the write buffer without sending it yet, so that
+    /// messages written back to back leave in one system call. Fed messages
+    /// go out with the next [`WriteHalf::write_message`] or
+    /// [`WriteHalf::flush`], when the buffer fills, or as soon as the read
+    /// side of the connection is about to wait for input — so an echo loop of
+    /// `read_message` and `feed_message` batches its replies and never
+    /// leaves one behind while it waits.
+    pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
+        self.send_message(kind.into(), data.as_ref(), false).await
+    }
+
+    /// Sends every fed message now.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.shared.flush_pending(self.deadline).await
+    }
+
+    async fn send_message(&mut self, kind: MessageType, data: &[u8], now: bool) -> Result<()> {
         self.finish_open().await?;
+        let deadline = self.deadline;
         if kind.is_control() {
             if data.len() as u64 > MAX_CONTROL_PAYLOAD {
                 return Err(Error::InvalidControlFrame);
             }
-            return self.shared.write_frame(kind.opcode(), true, 0, data, self.deadline).await;
+            return self.shared.send_frame(kind.opcode(), 0, data, deadline, now).await;
         }
-        let deadline = self.deadline;
         if let Some(deflater) =
             self.deflater.as_mut().filter(|d| self.compress && data.len() >= self.threshold && d.can_compress())
         {
             self.scratch.clear();
             deflater.compress_message(data, &mut self.scratch);
-            let result = self.shared.write_frame(kind.opcode(), true, RSV1, &self.scratch, deadline).await;
+            let result = self.shared.send_frame(kind.opcode(), RSV1, &self.scratch, deadline, now).await;
             if result.is_err() {
                 // The message did not go out, but the compressor saw it.
                 deflater.reset();
             }
             return result;
         }
-        self.shared.write_frame(kind.opcode(), true, 0, data, deadline).await
+        self.shared.send_frame(kind.opcode(), 0, data, deadline, now).await
     }
 
     /// Sends a text message.

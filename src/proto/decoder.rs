@@ -37,6 +37,15 @@ pub enum Event {
     Data(BytesMut),
     /// The open message is complete.
     End,
+    /// A whole message that arrived in one frame already in the buffer
+    /// (uncompressed, unmasked, validated): the same as `Start`, one `Data`
+    /// and `End`, in one step.
+    Message {
+        /// Text or binary.
+        kind: MessageKind,
+        /// The payload.
+        data: BytesMut,
+    },
     /// A ping with its payload.
     Ping(Bytes),
     /// A pong with its payload.
@@ -175,6 +184,26 @@ impl Decoder {
             }
             let _ = buf.split_to(header_len);
             let started = self.begin_data_frame(&header)?;
+            let plain = !(self.inflater.is_some() && header.rsv & RSV1 != 0);
+            if let (Some(Event::Start { kind, .. }), true, true) =
+                (&started, header.fin && plain, buf.len() as u64 >= header.payload_len)
+            {
+                // The common case of a small message: skip the streaming states.
+                let kind = *kind;
+                let mut payload = PayloadState {
+                    fin: true,
+                    mask: header.mask,
+                    remaining: header.payload_len,
+                    mask_offset: 0,
+                    inflated_all: false,
+                };
+                let data = take_payload(&mut payload, buf);
+                self.message = None;
+                if kind == MessageKind::Text {
+                    super::utf8::validate(&data).map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                return Ok(Some(Event::Message { kind, data }));
+            }
             self.payload = Some(PayloadState {
                 fin: header.fin,
                 mask: header.mask,
@@ -415,14 +444,32 @@ mod tests {
     const KEY: Option<[u8; 4]> = Some([1, 2, 3, 4]);
 
     #[test]
-    fn a_masked_text_frame_becomes_start_data_end() {
+    fn a_whole_masked_text_frame_is_one_message_event() {
         let mut d = Decoder::new(Role::Server);
         let events = decode_all(&mut d, &frame(OpCode::Text, true, b"hello", KEY)).unwrap();
+        assert_eq!(events, vec![Event::Message { kind: MessageKind::Text, data: BytesMut::from(&b"hello"[..]) }]);
+        assert!(!d.in_message());
+    }
+
+    #[test]
+    fn a_frame_still_arriving_becomes_start_data_end() {
+        let bytes = frame(OpCode::Text, true, b"hello", KEY);
+        let mut d = Decoder::new(Role::Server);
+        let mut buf = BytesMut::from(&bytes[..8]);
+        let mut events = Vec::new();
+        while let Some(event) = d.decode(&mut buf).unwrap() {
+            events.push(event);
+        }
+        buf.extend_from_slice(&bytes[8..]);
+        while let Some(event) = d.decode(&mut buf).unwrap() {
+            events.push(event);
+        }
         assert_eq!(
             events,
             vec![
                 Event::Start { kind: MessageKind::Text, compressed: false },
-                Event::Data(BytesMut::from(&b"hello"[..])),
+                Event::Data(BytesMut::from(&b"he"[..])),
+                Event::Data(BytesMut::from(&b"llo"[..])),
                 Event::End
             ]
         );
@@ -485,7 +532,7 @@ mod tests {
         let mut d = Decoder::new(Role::Client);
         d.set_extension_rsv(RSV1);
         let events = decode_all(&mut d, &rsv1).unwrap();
-        assert_eq!(events[0], Event::Start { kind: MessageKind::Text, compressed: true });
+        assert!(matches!(events[0], Event::Message { kind: MessageKind::Text, .. }), "{events:?}");
 
         let mut ping = frame(OpCode::Ping, true, b"", None);
         ping[0] |= 0x40;
@@ -631,7 +678,7 @@ mod tests {
     fn empty_messages_and_empty_fragments() {
         let mut d = Decoder::new(Role::Client);
         let events = decode_all(&mut d, &frame(OpCode::Text, true, b"", None)).unwrap();
-        assert_eq!(events, vec![Event::Start { kind: MessageKind::Text, compressed: false }, Event::End]);
+        assert_eq!(events, vec![Event::Message { kind: MessageKind::Text, data: BytesMut::new() }]);
         assert!(!d.in_message());
     }
 }
