@@ -34,6 +34,7 @@ async fn echo(upgrader: &Upgrader, stream: tokio::net::TcpStream) -> Result<(), 
     let mut conn = upgrader.accept(stream).await?;
     loop {
         let msg = conn.read_message().await?;
-        conn.write_message(msg.kind, &msg.data).await?;
+        // Fed replies leave together when the next read would wait.
+        conn.feed_message(msg.kind, &msg.data).await?;
     }
 }

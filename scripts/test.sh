@@ -15,5 +15,8 @@ cargo bench --quiet --no-run
 echo "== Autobahn TestSuite, server and client modes"
 scripts/conformance.sh
 
+echo "== interop peers: Python websockets, Node ws"
+bash scripts/interop-deps.sh
+
 echo "== cargo test"
 cargo test --all-features

@@ -109,3 +109,8 @@ pub use upgrade::{Rejected, UpgradedStream, Upgrading};
 pub fn subprotocols<B>(request: &http::Request<B>) -> Vec<&str> {
     proto::handshake::requested_subprotocols(request.headers())
 }
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

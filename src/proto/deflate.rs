@@ -88,6 +88,7 @@ impl Deflater {
     /// With `end`, finishes the message: sync flush, trailer removed, and the
     /// context dropped when it is not taken over.
     pub fn compress(&mut self, mut input: &[u8], out: &mut BytesMut, end: bool) {
+        let begin = out.len();
         let flush = if end { FlushCompress::Sync } else { FlushCompress::None };
         let state = self.state();
         loop {
@@ -107,6 +108,14 @@ impl Deflater {
         if end {
             if out.ends_with(&TAIL) {
                 out.truncate(out.len() - TAIL.len());
+            }
+            // zlib makes nothing for a second sync flush with no input in
+            // between (an empty message after another message). An empty
+            // payload is not a valid message: send the empty stored block's
+            // first byte, which the receiver's appended trailer completes
+            // (RFC 7692 §7.2.3.6).
+            if out.len() == begin {
+                out.put_u8(0x00);
             }
             if self.no_context_takeover {
                 self.state = None;
@@ -292,6 +301,20 @@ mod tests {
         let mut inflater = Inflater::new(false);
         let mut out = BytesMut::new();
         assert!(inflater.inflate(&[0xff, 0xff, 0xff, 0xff, 0xff], &mut out, 1 << 20).is_err());
+    }
+
+    #[test]
+    fn empty_messages_after_others_with_context_takeover() {
+        // A sync flush with no new input makes no output in zlib: the empty
+        // message must still be a valid deflate payload.
+        let mut deflater = Deflater::new(1, 15, false);
+        let mut inflater = Inflater::new(false);
+        for msg in [&b"hello"[..], b"", b"", b"x", b"", b"hello"] {
+            let mut wire = BytesMut::new();
+            deflater.compress_message(msg, &mut wire);
+            assert!(!wire.is_empty(), "an empty payload for {msg:?}");
+            assert_eq!(inflate_all(&mut inflater, &wire), msg, "after {wire:x?}");
+        }
     }
 
     #[test]
