@@ -57,10 +57,10 @@ impl Deflater {
         let level = level.min(9);
         if level != self.level {
             self.level = level;
-            if let Some(state) = &mut self.state {
-                // Applies from the next block on; the context is kept.
-                let _ = state.set_level(Compression::new(level));
-            }
+            // A new compressor at the new level from the next message on. Its
+            // context starts empty, which is always safe: later messages then
+            // refer only to what follows (the peer's window still holds more).
+            self.state = None;
         }
     }
 
@@ -143,6 +143,10 @@ pub struct Inflater {
     no_context_takeover: bool,
     /// How much of the trailer has been fed at the end of the current message.
     tail_fed: usize,
+    /// The peer ended the deflate stream with a final block (RFC 7692
+    /// §7.2.3.3): the rest of this message is ignored and the next message
+    /// starts a new stream.
+    stream_ended: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -158,7 +162,7 @@ impl Inflater {
     /// A decompressor; with `no_context_takeover` the peer resets its context
     /// after each message, so ours is dropped too.
     pub fn new(no_context_takeover: bool) -> Self {
-        Inflater { state: None, no_context_takeover, tail_fed: 0 }
+        Inflater { state: None, no_context_takeover, tail_fed: 0, stream_ended: false }
     }
 
     fn state(&mut self) -> &mut Decompress {
@@ -176,6 +180,12 @@ impl Inflater {
     /// Feeds the message's removed trailer and finishes the message. Returns
     /// `false` while output is still pending (call again after taking it).
     pub fn finish(&mut self, out: &mut BytesMut, max_out: usize) -> Result<bool, InflateError> {
+        if self.stream_ended {
+            self.stream_ended = false;
+            self.tail_fed = 0;
+            self.state = None;
+            return Ok(true);
+        }
         while self.tail_fed < TAIL.len() {
             let (used, full) = self.run(&TAIL[self.tail_fed..], out, max_out)?;
             self.tail_fed += used;
@@ -197,6 +207,9 @@ impl Inflater {
 
     /// Returns (input used, output limit reached).
     fn run(&mut self, input: &[u8], out: &mut BytesMut, max_out: usize) -> Result<(usize, bool), InflateError> {
+        if self.stream_ended {
+            return Ok((input.len(), false));
+        }
         let state = self.state();
         let mut used = 0;
         let mut room = max_out;
@@ -211,8 +224,12 @@ impl Inflater {
             used += (state.total_in() - before_in) as usize;
             room -= produced;
             match status {
-                // A final block: permessage-deflate never ends the stream.
-                Ok(Status::StreamEnd) => return Err(InflateError("unexpected end of deflate stream".into())),
+                // A final block (RFC 7692 §7.2.3.3): the message's data ends
+                // here; what follows in it (an empty block's header) is ignored.
+                Ok(Status::StreamEnd) => {
+                    self.stream_ended = true;
+                    return Ok((input.len(), false));
+                }
                 Err(e) => return Err(InflateError(e.to_string())),
                 // Output space left over: all the input that can be used was used.
                 Ok(_) if produced < step => return Ok((used, false)),
@@ -294,6 +311,30 @@ mod tests {
         let used = inflater.inflate(&wire, &mut out, 1000).unwrap();
         assert_eq!(out.len(), 1000);
         assert!(used <= wire.len());
+    }
+
+    #[test]
+    fn a_final_block_ends_the_message_and_the_next_starts_afresh() {
+        // RFC 7692 §7.2.3.3: "Hello" in a block with BFINAL set, then an empty block.
+        let mut inflater = Inflater::new(false);
+        assert_eq!(inflate_all(&mut inflater, &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]), b"Hello");
+        assert_eq!(inflate_all(&mut inflater, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]), b"Hello");
+    }
+
+    #[test]
+    fn a_level_change_applies_to_the_next_message() {
+        let msg = b"abcdefgh".repeat(2000);
+        let mut deflater = Deflater::new(6, 15, false);
+        let mut inflater = Inflater::new(false);
+        let mut wire = BytesMut::new();
+        deflater.compress_message(&msg, &mut wire);
+        assert!(wire.len() < 1000);
+        assert_eq!(inflate_all(&mut inflater, &wire), msg);
+        deflater.set_level(0);
+        let mut stored = BytesMut::new();
+        deflater.compress_message(&msg, &mut stored);
+        assert!(stored.len() >= msg.len(), "level 0 stores: {}", stored.len());
+        assert_eq!(inflate_all(&mut inflater, &stored), msg);
     }
 
     #[test]
