@@ -277,7 +277,11 @@ impl<S: Stream> ReadHalf<S> {
                             let _ = shared.flush_pending(None).await;
                         }));
                     }
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // Idle: hold no buffers while waiting.
+                        self.shared.release_write_buffer();
+                        return Poll::Pending;
+                    }
                 },
                 Err(violation) => self.fail(violation),
             }
@@ -346,10 +350,38 @@ impl<S: Stream> ReadHalf<S> {
             .read_buffer_size
             .max(self.decoder.payload_remaining().min(MAX_READ_CHUNK as u64) as usize)
             .max(64);
-        self.buf.reserve(want);
-        let shared = &*self.shared;
-        let mut reader = SharedReader(shared);
-        match tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut self.buf) {
+        let polled = if self.buf.is_empty() {
+            // Nothing buffered: read into the thread's scratch space, so that a
+            // connection waiting for input holds no read buffer of its own.
+            let shared = &*self.shared;
+            let read = with_read_scratch(want, |scratch| {
+                let mut read_buf = ReadBuf::new(scratch);
+                match shared.poll_read(cx, &mut read_buf) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match read {
+                Poll::Ready(Ok(bytes)) => {
+                    let n = bytes.len();
+                    self.buf = bytes;
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    if self.buf.capacity() > 0 {
+                        self.buf = BytesMut::new();
+                    }
+                    Poll::Pending
+                }
+            }
+        } else {
+            self.buf.reserve(want);
+            let mut reader = SharedReader(&*self.shared);
+            tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut self.buf)
+        };
+        match polled {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Error::abnormal_closure())),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
@@ -374,6 +406,27 @@ impl<S: Stream> ReadHalf<S> {
             None => Poll::Pending,
         }
     }
+}
+
+/// The most bytes read at once into the shared scratch space.
+const READ_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` over `len` bytes (at most 64 KiB) of this thread's read scratch space.
+fn with_read_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let len = len.min(READ_SCRATCH);
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            if scratch.len() < len {
+                scratch.resize(READ_SCRATCH, 0);
+            }
+            f(&mut scratch[..len])
+        }
+        Err(_) => f(&mut vec![0; len]),
+    })
 }
 
 struct SharedReader<'a, S>(&'a Shared<S>);

@@ -294,6 +294,16 @@ impl<S: Stream> Shared<S> {
         self.flush().await
     }
 
+    /// Drops the write buffer while nothing waits in it (the connection is
+    /// idle); the next write takes a new one. With a pool it is already back.
+    pub(crate) fn release_write_buffer(&self) {
+        if let Ok(mut sink) = self.sink.try_lock() {
+            if sink.buf.as_ref().is_some_and(|buf| buf.is_empty()) {
+                sink.buf = None;
+            }
+        }
+    }
+
     /// The error the next write would fail with, if any.
     pub(crate) async fn sticky_error(&self) -> Option<Error> {
         let sink = self.sink.lock().await;

@@ -17,6 +17,22 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 /// The trailer of a sync flush, removed from each message on the wire.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// The most output produced per call into zlib.
+const MAX_STEP: usize = 64 * 1024;
+
+thread_local! {
+    /// Output space for zlib, shared by every connection on the thread, so
+    /// that no connection keeps (or zero-fills) room of its own.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// The deflate stream could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InflateError(pub String);
@@ -91,20 +107,19 @@ impl Deflater {
         let begin = out.len();
         let flush = if end { FlushCompress::Sync } else { FlushCompress::None };
         let state = self.state();
-        loop {
-            let step = (input.len() / 2).clamp(256, 64 * 1024);
-            let start = out.len();
-            out.put_bytes(0, step);
-            let (before_in, before_out) = (state.total_in(), state.total_out());
-            let status = state.compress(input, &mut out[start..], flush);
-            let produced = (state.total_out() - before_out) as usize;
-            out.truncate(start + produced);
+        with_scratch(|scratch| loop {
+            scratch.clear();
+            scratch.reserve((input.len() / 2).clamp(256, MAX_STEP));
+            let room = scratch.capacity();
+            let before_in = state.total_in();
+            let status = state.compress_vec(input, scratch, flush);
+            out.extend_from_slice(scratch);
             input = &input[(state.total_in() - before_in) as usize..];
             // Done once all input is taken and the output was not cut short.
-            if status.is_err() || (input.is_empty() && produced < step) {
+            if status.is_err() || (input.is_empty() && scratch.len() < room) {
                 break;
             }
-        }
+        });
         if end {
             if out.ends_with(&TAIL) {
                 out.truncate(out.len() - TAIL.len());
@@ -213,30 +228,46 @@ impl Inflater {
         let state = self.state();
         let mut used = 0;
         let mut room = max_out;
-        while room > 0 {
-            let step = room.min(64 * 1024);
-            let start = out.len();
-            out.put_bytes(0, step);
-            let (before_in, before_out) = (state.total_in(), state.total_out());
-            let status = state.decompress(&input[used..], &mut out[start..], FlushDecompress::Sync);
-            let produced = (state.total_out() - before_out) as usize;
-            out.truncate(start + produced);
-            used += (state.total_in() - before_in) as usize;
-            room -= produced;
-            match status {
-                // A final block (RFC 7692 §7.2.3.3): the message's data ends
-                // here; what follows in it (an empty block's header) is ignored.
-                Ok(Status::StreamEnd) => {
-                    self.stream_ended = true;
-                    return Ok((input.len(), false));
+        let mut ended = false;
+        let result = with_scratch(|scratch| {
+            while room > 0 {
+                scratch.clear();
+                // Reserved up to `room`; the scratch may hold more, so cap it.
+                scratch.reserve(room.min(MAX_STEP));
+                let step = scratch.capacity().min(room);
+                let before_in = state.total_in();
+                let status = if step < scratch.capacity() {
+                    let mut bounded = Vec::with_capacity(step);
+                    let status = state.decompress_vec(&input[used..], &mut bounded, FlushDecompress::Sync);
+                    scratch.extend_from_slice(&bounded);
+                    status
+                } else {
+                    state.decompress_vec(&input[used..], scratch, FlushDecompress::Sync)
+                };
+                let produced = scratch.len();
+                out.extend_from_slice(scratch);
+                used += (state.total_in() - before_in) as usize;
+                room -= produced;
+                match status {
+                    // A final block (RFC 7692 §7.2.3.3): the message's data
+                    // ends here; what follows in it (an empty block's header)
+                    // is ignored.
+                    Ok(Status::StreamEnd) => {
+                        ended = true;
+                        return Ok((input.len(), false));
+                    }
+                    Err(e) => return Err(InflateError(e.to_string())),
+                    // Output space left over: all the input that can be used was used.
+                    Ok(_) if produced < step => return Ok((used, false)),
+                    Ok(_) => {}
                 }
-                Err(e) => return Err(InflateError(e.to_string())),
-                // Output space left over: all the input that can be used was used.
-                Ok(_) if produced < step => return Ok((used, false)),
-                Ok(_) => {}
             }
+            Ok((used, true))
+        });
+        if ended {
+            self.stream_ended = true;
         }
-        Ok((used, true))
+        result
     }
 }
 
