@@ -54,6 +54,7 @@ impl ClientStream {
     }
 
     /// Turns a plain stream into a boxed one, for layering TLS on it.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn into_boxed(self) -> BoxedStream {
         match self.inner {
             Inner::Tcp(s) => Box::new(s),
