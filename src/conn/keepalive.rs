@@ -5,35 +5,41 @@
 //! is a setting ([`crate::Config::ping_interval`]): a small task per
 //! connection sends the pings; the reader counts the pongs. When a pong is
 //! late, the task records the failure, wakes the reader (which then returns
-//! [`crate::Error::KeepaliveTimeout`]) and shuts the stream down. The task
-//! holds only a weak reference between rounds, so a dropped connection ends
-//! it (after at most one pong timeout).
+//! [`crate::Error::KeepaliveTimeout`]) and shuts the stream down.
+//!
+//! The task holds the connection only for the moment it writes a ping; while
+//! it waits it holds just the small state below, and dropping the connection
+//! wakes it so that it ends at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::shared::{Shared, Stream};
 use crate::proto::OpCode;
 
-/// What the keepalive task and the reader share.
+/// What the keepalive task and the connection share.
 #[derive(Debug, Default)]
 pub(crate) struct KeepaliveState {
     /// Pongs received so far.
     pongs: AtomicU64,
-    /// Woken at each pong.
-    pong_notify: tokio::sync::Notify,
     /// A pong was late: the connection is dead.
     expired: AtomicBool,
     /// The reader's waker while it waits for input.
     reader: Mutex<Option<Waker>>,
+    /// The connection is gone.
+    dropped: AtomicBool,
+    /// Wakes the task at each pong and when the connection is dropped.
+    wake: Notify,
 }
 
 impl KeepaliveState {
     pub(crate) fn pong_received(&self) {
         self.pongs.fetch_add(1, Ordering::AcqRel);
-        self.pong_notify.notify_waiters();
+        self.wake.notify_waiters();
     }
 
     pub(crate) fn expired(&self) -> bool {
@@ -50,52 +56,81 @@ impl KeepaliveState {
         }
     }
 
+    /// Called when the connection is dropped: ends the task.
+    pub(crate) fn connection_dropped(&self) {
+        self.dropped.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
     fn expire(&self) {
         self.expired.store(true, Ordering::Release);
         if let Some(waker) = self.reader.lock().ok().and_then(|mut slot| slot.take()) {
             waker.wake();
         }
     }
+
+    fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
+    /// Waits until `done()` holds or `deadline` passes; true when it holds.
+    async fn wait_until(&self, deadline: Instant, done: impl Fn() -> bool) -> bool {
+        let wait = async {
+            loop {
+                // Created before the check, so a wake in between is not lost.
+                let woken = self.wake.notified();
+                if done() {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline.into(), wait).await;
+        done()
+    }
 }
 
 /// Starts the keepalive task of a connection, when a tokio runtime is running.
 pub(crate) fn spawn<S: Stream>(shared: &Arc<Shared<S>>, interval: Duration, pong_timeout: Duration) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(run(Arc::downgrade(shared), interval, pong_timeout));
+        runtime.spawn(run(Arc::downgrade(shared), shared.keepalive.clone(), interval, pong_timeout));
     }
 }
 
-async fn run<S: Stream>(shared: Weak<Shared<S>>, interval: Duration, pong_timeout: Duration) {
+async fn run<S: Stream>(
+    shared: Weak<Shared<S>>,
+    state: Arc<KeepaliveState>,
+    interval: Duration,
+    pong_timeout: Duration,
+) {
     let mut seq: u64 = 0;
     loop {
-        tokio::time::sleep(interval).await;
-        let Some(conn) = shared.upgrade() else { return };
-        if conn.close_sent() || conn.close_received() || conn.is_shut_down() {
+        if state.wait_until(Instant::now() + interval, || state.is_dropped()).await {
             return;
         }
-        let before = conn.keepalive.pongs.load(Ordering::Acquire);
-        seq += 1;
+        let before = state.pongs.load(Ordering::Acquire);
         let deadline = Instant::now() + pong_timeout;
-        if conn.write_frame(OpCode::Ping, true, 0, &seq.to_be_bytes(), Some(deadline)).await.is_err() {
+        {
+            let Some(conn) = shared.upgrade() else { return };
+            if conn.close_sent() || conn.close_received() || conn.is_shut_down() {
+                return;
+            }
+            seq += 1;
+            if conn.write_frame(OpCode::Ping, true, 0, &seq.to_be_bytes(), Some(deadline)).await.is_err() {
+                return;
+            }
+        }
+        let answered =
+            state.wait_until(deadline, || state.pongs.load(Ordering::Acquire) != before || state.is_dropped()).await;
+        if state.is_dropped() {
             return;
         }
-        // Wait for a pong; the connection is held for at most the pong timeout.
-        let answered = {
-            let state = &conn.keepalive;
-            let wait = async {
-                loop {
-                    let notified = state.pong_notify.notified();
-                    if state.pongs.load(Ordering::Acquire) != before {
-                        return;
-                    }
-                    notified.await;
-                }
-            };
-            tokio::time::timeout_at(deadline.into(), wait).await.is_ok()
-        };
-        if !answered && !conn.close_received() {
-            conn.keepalive.expire();
-            conn.shutdown().await;
+        if !answered {
+            let Some(conn) = shared.upgrade() else { return };
+            if !conn.close_received() {
+                state.expire();
+                conn.shutdown().await;
+            }
             return;
         }
     }

@@ -59,7 +59,17 @@ pub(crate) struct Shared<S> {
     shut_down: AtomicBool,
     /// Fed frames wait in the sink's buffer.
     pending: AtomicBool,
-    pub(crate) keepalive: KeepaliveState,
+    pub(crate) keepalive: Arc<KeepaliveState>,
+    _drop_signal: DropSignal,
+}
+
+/// Tells the keepalive task, if any, that the connection is gone.
+struct DropSignal(Arc<KeepaliveState>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.connection_dropped();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<S: Stream> Shared<S> {
     pub(crate) fn new(stream: S, role: Role, config: Config, subprotocol: Option<String>) -> Arc<Self> {
+        let keepalive = Arc::<KeepaliveState>::default();
         let buf = config.write_buffer_pool.is_none().then(|| BytesMut::with_capacity(config.write_buffer_size));
         Arc::new(Shared {
             role,
@@ -82,7 +93,8 @@ impl<S: Stream> Shared<S> {
             close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
             pending: AtomicBool::new(false),
-            keepalive: KeepaliveState::default(),
+            keepalive: keepalive.clone(),
+            _drop_signal: DropSignal(keepalive),
         })
     }
 

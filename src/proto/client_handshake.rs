@@ -115,10 +115,13 @@ pub fn validate_response<B>(response: &Response<B>, key: &str, offered: &[String
         return Err("'Connection: Upgrade' missing from the response".into());
     }
     let expected = accept_key(key.as_bytes());
-    match headers.get(header::SEC_WEBSOCKET_ACCEPT) {
-        Some(accept) if accept.as_bytes() == expected.as_bytes() => {}
-        Some(_) => return Err("'Sec-WebSocket-Accept' does not match the key".into()),
-        None => return Err("'Sec-WebSocket-Accept' missing from the response".into()),
+    // RFC 6455 §11.3.3: the header appears at most once.
+    let mut accepts = headers.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+    match (accepts.next(), accepts.next()) {
+        (Some(accept), None) if accept.as_bytes() == expected.as_bytes() => {}
+        (Some(_), Some(_)) => return Err("more than one 'Sec-WebSocket-Accept' in the response".into()),
+        (Some(_), None) => return Err("'Sec-WebSocket-Accept' does not match the key".into()),
+        (None, _) => return Err("'Sec-WebSocket-Accept' missing from the response".into()),
     }
     let mut protocols = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
     let protocol = match (protocols.next(), protocols.next()) {
