@@ -25,13 +25,14 @@ use crate::proto::{CloseFrame, Decoder, Event, MessageKind, ProtocolError, Role}
 /// close echo) before giving up on it, as gorilla does.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The largest read the reader asks for at once while a large payload is
-/// still arriving.
-const MAX_READ_CHUNK: usize = 256 * 1024;
-
-/// The most `read_message` reserves ahead for a frame announced but not yet
-/// arrived; a longer message grows its buffer as its bytes come.
+/// The most the reader reserves ahead for a frame whose payload is still
+/// arriving. Up to this size a frame's payload lands in one allocation, so
+/// `read_message` joins its pieces without copying; a larger one is joined
+/// from pieces of this size. (Untouched reserved pages cost no memory.)
 const MAX_RESERVE: u64 = 1 << 20;
+
+/// Frames at least this large are read into room reserved for them.
+const LARGE_FRAME: usize = 64 * 1024;
 
 type Reply = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
@@ -114,18 +115,11 @@ impl<S: Stream> ReadHalf<S> {
         let mut data: Option<BytesMut> = None;
         poll_fn(|cx| loop {
             match ready!(self.poll_event(cx))? {
+                // Pieces of one frame are adjacent in the read buffer, so
+                // joining them is free; other pieces are copied.
                 DataEvent::Data(chunk) => match &mut data {
-                    Some(data) => data.extend_from_slice(&chunk),
-                    None if self.decoder.payload_remaining() == 0 => data = Some(chunk),
-                    None => {
-                        // More of this frame is on its way: make room once.
-                        // Bounded, so a header alone cannot make us allocate much.
-                        let room =
-                            chunk.len().saturating_add(self.decoder.payload_remaining().min(MAX_RESERVE) as usize);
-                        let mut whole = BytesMut::with_capacity(room);
-                        whole.extend_from_slice(&chunk);
-                        data = Some(whole);
-                    }
+                    Some(data) => data.unsplit(chunk),
+                    None => data = Some(chunk),
                 },
                 DataEvent::End => return Poll::Ready(Ok::<(), Error>(())),
                 DataEvent::Start(_) | DataEvent::Whole(..) => {}
@@ -252,7 +246,15 @@ impl<S: Stream> ReadHalf<S> {
                 return Poll::Ready(Err(e.replay()));
             }
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(Event::Start { kind, .. })) => return Poll::Ready(Ok(DataEvent::Start(kind))),
+                Ok(Some(Event::Start { kind, .. })) => {
+                    // Make room for the rest of the frame next to what has
+                    // arrived of it, so that its pieces stay adjacent.
+                    let rest = self.decoder.payload_remaining().min(MAX_RESERVE) as usize;
+                    if rest >= LARGE_FRAME && rest > self.buf.len() {
+                        self.buf.reserve(rest - self.buf.len());
+                    }
+                    return Poll::Ready(Ok(DataEvent::Start(kind)));
+                }
                 Ok(Some(Event::Data(chunk))) => return Poll::Ready(Ok(DataEvent::Data(chunk))),
                 Ok(Some(Event::End)) => return Poll::Ready(Ok(DataEvent::End)),
                 Ok(Some(Event::Message { kind, data })) => return Poll::Ready(Ok(DataEvent::Whole(kind, data))),
@@ -344,13 +346,14 @@ impl<S: Stream> ReadHalf<S> {
         if self.shared.keepalive.expired() {
             return Poll::Ready(Err(Error::KeepaliveTimeout));
         }
-        let want = self
-            .shared
-            .config
-            .read_buffer_size
-            .max(self.decoder.payload_remaining().min(MAX_READ_CHUNK as u64) as usize)
-            .max(64);
-        let polled = if self.buf.is_empty() {
+        let remaining = self.decoder.payload_remaining();
+        let want = if remaining >= LARGE_FRAME as u64 {
+            // Inside a large frame: read at most its rest, into the room kept for it.
+            remaining.min(MAX_RESERVE) as usize
+        } else {
+            self.shared.config.read_buffer_size.max(remaining as usize).max(64)
+        };
+        let polled = if self.buf.is_empty() && remaining == 0 {
             // Nothing buffered: read into the thread's scratch space, so that a
             // connection waiting for input holds no read buffer of its own.
             let shared = &*self.shared;
