@@ -7,7 +7,7 @@
 //! ignore pongs, echo a close frame's status code.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -64,24 +64,31 @@ pub type CloseHandler = Arc<dyn Fn(Option<&CloseFrame>, &mut ControlContext<'_>)
 
 /// The default ping handler: a pong with the same payload.
 pub fn default_ping_handler() -> PingPongHandler {
-    Arc::new(|payload, ctx| {
-        ctx.pong(Bytes::copy_from_slice(payload));
-        Ok(())
-    })
+    static HANDLER: LazyLock<PingPongHandler> = LazyLock::new(|| {
+        Arc::new(|payload, ctx| {
+            ctx.pong(Bytes::copy_from_slice(payload));
+            Ok(())
+        })
+    });
+    HANDLER.clone()
 }
 
 /// The default pong handler: nothing.
 pub fn default_pong_handler() -> PingPongHandler {
-    Arc::new(|_, _| Ok(()))
+    static HANDLER: LazyLock<PingPongHandler> = LazyLock::new(|| Arc::new(|_, _| Ok(())));
+    HANDLER.clone()
 }
 
 /// The default close handler: a close frame with the same code and an empty
 /// reason (an empty payload when the peer sent no code).
 pub fn default_close_handler() -> CloseHandler {
-    Arc::new(|frame, ctx| {
-        ctx.close(frame.map(|f| CloseFrame::new(f.code, "")));
-        Ok(())
-    })
+    static HANDLER: LazyLock<CloseHandler> = LazyLock::new(|| {
+        Arc::new(|frame, ctx| {
+            ctx.close(frame.map(|f| CloseFrame::new(f.code, "")));
+            Ok(())
+        })
+    });
+    HANDLER.clone()
 }
 
 #[derive(Clone)]

@@ -81,7 +81,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<S: Stream> Shared<S> {
     pub(crate) fn new(stream: S, role: Role, config: Config, subprotocol: Option<String>) -> Arc<Self> {
         let keepalive = Arc::<KeepaliveState>::default();
-        let buf = config.write_buffer_pool.is_none().then(|| BytesMut::with_capacity(config.write_buffer_size));
+        // The write buffer is taken at the first write.
+        let buf = None;
         Arc::new(Shared {
             role,
             config,
