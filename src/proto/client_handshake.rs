@@ -73,8 +73,16 @@ pub struct ParsedResponse {
 /// Parses an HTTP/1.1 response head from the start of `buf`; `Ok(None)` when
 /// it is not complete yet.
 pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Option<ParsedResponse>, String> {
-    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut parsed = httparse::Response::new(&mut storage);
+    // Up to 128 headers are parsed on the stack; more need the heap.
+    let mut on_stack = [httparse::EMPTY_HEADER; 128];
+    let mut on_heap = Vec::new();
+    let storage: &mut [httparse::Header<'_>] = if max_headers <= on_stack.len() {
+        &mut on_stack[..max_headers]
+    } else {
+        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
+        &mut on_heap
+    };
+    let mut parsed = httparse::Response::new(storage);
     let head_len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
