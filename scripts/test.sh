@@ -18,5 +18,8 @@ scripts/conformance.sh
 echo "== interop peers: Python websockets, Node ws"
 bash scripts/interop-deps.sh
 
+echo "== fuzz targets, 10 s each (fuzz/README.md has longer runs)"
+bash scripts/fuzz.sh 10
+
 echo "== cargo test"
 cargo test --all-features

@@ -95,6 +95,8 @@ pub struct Decoder {
     inflater: Option<Inflater>,
     /// Compressed input taken from the buffer but not inflated yet.
     pending: BytesMut,
+    /// The last inflation filled its output: the inflater may hold more.
+    output_full: bool,
 }
 
 impl Decoder {
@@ -111,6 +113,7 @@ impl Decoder {
             payload: None,
             inflater: None,
             pending: BytesMut::new(),
+            output_full: false,
         }
     }
 
@@ -247,7 +250,9 @@ impl Decoder {
         };
         let corrupt = |e: super::deflate::InflateError| ProtocolError::InvalidCompressedData(e.0);
         let mut out = BytesMut::new();
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.output_full {
+            // Input left over, or output the inflater still holds: deliver it
+            // before asking for more input.
             let used = inflater.inflate(&self.pending, &mut out, MAX_INFLATED_CHUNK).map_err(corrupt)?;
             let _ = self.pending.split_to(used);
         } else if payload.remaining > 0 {
@@ -269,6 +274,7 @@ impl Decoder {
             self.end_message()?;
             return Ok(Step::Event(Event::End));
         }
+        self.output_full = out.len() >= MAX_INFLATED_CHUNK;
         if out.is_empty() {
             return Ok(Step::Continue);
         }

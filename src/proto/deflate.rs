@@ -26,6 +26,37 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Idle compressors kept per thread for connections without context
+/// takeover, so that they neither hold one each nor build one per message.
+const POOL_SIZE: usize = 4;
+
+type PooledCompressor = (u32, u8, Compress);
+
+thread_local! {
+    static COMPRESSORS: std::cell::RefCell<Vec<PooledCompressor>> = const { std::cell::RefCell::new(Vec::new()) };
+    static DECOMPRESSORS: std::cell::RefCell<Vec<Decompress>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+type Pool<T> = std::thread::LocalKey<std::cell::RefCell<Vec<T>>>;
+
+fn take_pooled<T>(pool: &'static Pool<T>, matches: impl Fn(&T) -> bool) -> Option<T> {
+    pool.with(|cell| {
+        let mut pool = cell.try_borrow_mut().ok()?;
+        let at = pool.iter().position(matches)?;
+        Some(pool.swap_remove(at))
+    })
+}
+
+fn put_pooled<T>(pool: &'static Pool<T>, item: T) {
+    pool.with(|cell| {
+        if let Ok(mut pool) = cell.try_borrow_mut() {
+            if pool.len() < POOL_SIZE {
+                pool.push(item);
+            }
+        }
+    });
+}
+
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => f(&mut scratch),
@@ -97,7 +128,13 @@ impl Deflater {
 
     fn state(&mut self) -> &mut Compress {
         let (level, bits) = (self.level, self.window_bits.clamp(9, 15));
-        self.state.get_or_insert_with(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+        let pooled = self.no_context_takeover;
+        self.state.get_or_insert_with(|| {
+            pooled
+                .then(|| take_pooled(&COMPRESSORS, |c| c.0 == level && c.1 == bits).map(|c| c.2))
+                .flatten()
+                .unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+        })
     }
 
     /// Compresses `input` as part of the current message, appending to `out`.
@@ -133,7 +170,13 @@ impl Deflater {
                 out.put_u8(0x00);
             }
             if self.no_context_takeover {
-                self.state = None;
+                // Back to the thread's pool, reset, for the next message of any
+                // connection with the same settings.
+                if let Some(mut state) = self.state.take() {
+                    state.reset();
+                    let bits = self.window_bits.clamp(9, 15);
+                    put_pooled(&COMPRESSORS, (self.level, bits, state));
+                }
             }
         }
     }
@@ -181,7 +224,13 @@ impl Inflater {
     }
 
     fn state(&mut self) -> &mut Decompress {
-        self.state.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15))
+        let pooled = self.no_context_takeover;
+        self.state.get_or_insert_with(|| {
+            pooled
+                .then(|| take_pooled(&DECOMPRESSORS, |_| true))
+                .flatten()
+                .unwrap_or_else(|| Decompress::new_with_window_bits(false, 15))
+        })
     }
 
     /// Inflates from `input`, appending at most `max_out` bytes to `out`.
@@ -215,7 +264,10 @@ impl Inflater {
         }
         self.tail_fed = 0;
         if self.no_context_takeover {
-            self.state = None;
+            if let Some(mut state) = self.state.take() {
+                state.reset(false);
+                put_pooled(&DECOMPRESSORS, state);
+            }
         }
         Ok(true)
     }
