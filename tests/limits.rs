@@ -156,3 +156,22 @@ async fn write_deadline_against_a_peer_that_never_reads() {
     assert!(ping.is_err(), "{ping:?}");
     drop(raw);
 }
+
+#[tokio::test]
+async fn dialer_bounds_the_response_header_count() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = [0u8; 1024];
+        let _ = stream.read(&mut request).await;
+        let many: String = (0..20).map(|i| format!("X-Filler-{i}: v\r\n")).collect();
+        let response = format!("HTTP/1.1 101 Switching Protocols\r\n{many}\r\n");
+        let _ = stream.write_all(response.as_bytes()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    });
+    let dialer = silverback::Dialer::new().proxy(silverback::Proxy::None).max_response_headers(8);
+    let err = dialer.connect(&format!("ws://{addr}/")).await.unwrap_err();
+    assert!(matches!(err, silverback::Error::InvalidResponse(_)), "{err:?}");
+}

@@ -50,7 +50,8 @@ pub type ConnectFn =
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(45);
 /// The largest handshake response head a client reads.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024;
-const MAX_RESPONSE_HEADERS: usize = 64;
+/// The default bound on the number of handshake response headers.
+pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 64;
 
 /// Opens client connections (gorilla's `Dialer`). Cheap to clone and safe to
 /// share.
@@ -81,6 +82,7 @@ pub struct Dialer {
     compression: Option<DeflateConfig>,
     jar: Option<Arc<dyn CookieJar>>,
     max_response_bytes: usize,
+    max_response_headers: usize,
 }
 
 impl Default for Dialer {
@@ -98,6 +100,7 @@ impl Default for Dialer {
             compression: None,
             jar: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
         }
     }
 }
@@ -200,6 +203,13 @@ impl Dialer {
     /// The largest handshake response head read (default 16 KiB).
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes.max(256);
+        self
+    }
+
+    /// The most handshake response headers accepted (default 64); more fail
+    /// the dial with [`Error::InvalidResponse`].
+    pub fn max_response_headers(mut self, count: usize) -> Self {
+        self.max_response_headers = count.max(1);
         self
     }
 
@@ -387,7 +397,7 @@ impl Dialer {
 
         let mut buf = BytesMut::with_capacity(1024);
         let parsed = loop {
-            match client_handshake::parse_response(&buf, MAX_RESPONSE_HEADERS) {
+            match client_handshake::parse_response(&buf, self.max_response_headers) {
                 Ok(Some(parsed)) => break parsed,
                 Ok(None) if buf.len() >= self.max_response_bytes => {
                     return Err(Error::InvalidResponse("handshake response head too large".into()))
