@@ -82,6 +82,8 @@ pub enum Error {
     Tls(String),
     /// A keepalive ping got no pong in time: the peer is gone.
     KeepaliveTimeout,
+    /// A message could not be encoded or decoded as JSON (feature `json`).
+    Json(String),
 }
 
 /// The result type of silverback.
@@ -150,6 +152,7 @@ impl Error {
             Error::Proxy(s) => Error::Proxy(s.clone()),
             Error::Tls(s) => Error::Tls(s.clone()),
             Error::KeepaliveTimeout => Error::KeepaliveTimeout,
+            Error::Json(s) => Error::Json(s.clone()),
         }
     }
 
@@ -179,6 +182,7 @@ impl fmt::Display for Error {
             Error::Proxy(s) => write!(f, "websocket: proxy: {s}"),
             Error::Tls(s) => write!(f, "websocket: tls: {s}"),
             Error::KeepaliveTimeout => f.write_str("websocket: keepalive timeout: no pong from the peer"),
+            Error::Json(s) => write!(f, "websocket: json: {s}"),
         }
     }
 }

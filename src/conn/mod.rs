@@ -9,6 +9,8 @@
 mod config;
 mod handle;
 mod handlers;
+#[cfg(feature = "json")]
+mod json;
 mod keepalive;
 mod message;
 mod prepared;
