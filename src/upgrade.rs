@@ -18,7 +18,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
-use crate::pool::BufferPool;
 use crate::proto::extensions::{self, DeflateConfig, DeflateParams};
 use crate::proto::handshake::{self, Rejection};
 use crate::proto::Role;
@@ -102,31 +101,13 @@ impl fmt::Debug for Upgrader {
 }
 
 impl Upgrader {
+    crate::conn::connection_options!();
+
     /// An upgrader with the defaults: 4 KiB buffers, no subprotocols, the
     /// same-origin policy, a 10 s handshake timeout for [`Upgrader::accept`],
     /// a 64 MiB read limit.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Bytes read per system call, at least (0 restores the default 4096).
-    pub fn read_buffer_size(mut self, size: usize) -> Self {
-        self.config.read_buffer_size = if size == 0 { crate::conn::DEFAULT_BUFFER_SIZE } else { size };
-        self
-    }
-
-    /// Write buffer size, and fragment size of streamed messages (0 restores
-    /// the default 4096).
-    pub fn write_buffer_size(mut self, size: usize) -> Self {
-        self.config.write_buffer_size = if size == 0 { crate::conn::DEFAULT_BUFFER_SIZE } else { size };
-        self
-    }
-
-    /// Take write buffers from `pool` while writing instead of keeping one per
-    /// connection.
-    pub fn write_buffer_pool(mut self, pool: Arc<dyn BufferPool>) -> Self {
-        self.config.write_buffer_pool = Some(pool);
-        self
     }
 
     /// The subprotocols this server speaks. The first protocol in the client's
@@ -180,33 +161,6 @@ impl Upgrader {
         self
     }
 
-    /// Sends a ping every `interval` on each connection and ends a connection
-    /// whose pong does not come back within the pong timeout: its reads then
-    /// fail with [`Error::KeepaliveTimeout`]. `None` (the default) turns it off.
-    /// The application must keep reading for pongs to be seen.
-    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.ping_interval = interval;
-        self
-    }
-
-    /// How long a keepalive ping waits for its pong (default 10 s).
-    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
-        self.config.pong_timeout = timeout;
-        self
-    }
-
-    /// The compression level of accepted connections, 0–9 (default 1).
-    pub fn compression_level(mut self, level: u32) -> Self {
-        self.config.compression_level = level.min(9);
-        self
-    }
-
-    /// Data messages shorter than `bytes` are sent uncompressed.
-    pub fn compression_threshold(mut self, bytes: usize) -> Self {
-        self.config.compression_threshold = bytes;
-        self
-    }
-
     /// Bounds the whole handshake of [`Upgrader::accept`], from the first byte
     /// read to the response written; `None` removes the bound.
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
@@ -223,32 +177,6 @@ impl Upgrader {
     /// The most request headers [`Upgrader::accept`] accepts (431 beyond).
     pub fn max_headers(mut self, count: usize) -> Self {
         self.max_headers = count.max(1);
-        self
-    }
-
-    /// The read limit of accepted connections (`None`: no limit).
-    pub fn read_limit(mut self, limit: Option<u64>) -> Self {
-        self.config.read_limit = limit;
-        self
-    }
-
-    /// The largest frame payload accepted (`None`, the default: only the read
-    /// limit applies); a larger frame fails the connection with 1009.
-    pub fn max_frame_size(mut self, limit: Option<u64>) -> Self {
-        self.config.max_frame_size = limit;
-        self
-    }
-
-    /// The most frames one message may arrive in (default 100 000); more fail
-    /// the connection with 1008.
-    pub fn max_fragments(mut self, limit: Option<u32>) -> Self {
-        self.config.max_fragments = limit;
-        self
-    }
-
-    /// How long a close handshake waits for the peer's close frame.
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
         self
     }
 

@@ -7,6 +7,7 @@
 //! frames and closes from anywhere.
 
 mod config;
+pub(crate) use config::connection_options;
 mod handle;
 mod handlers;
 #[cfg(feature = "json")]

@@ -35,7 +35,6 @@ pub use tls::TlsRoots;
 
 use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
-use crate::pool::BufferPool;
 use crate::proto::client_handshake::{self, RequestParts, RESERVED_HEADERS};
 use crate::proto::extensions::{self, DeflateConfig};
 use crate::proto::Role;
@@ -126,6 +125,8 @@ pub async fn connect(url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
 }
 
 impl Dialer {
+    crate::conn::connection_options!();
+
     /// A dialer with the defaults of [`Dialer::default`].
     pub fn new() -> Self {
         Self::default()
@@ -162,44 +163,6 @@ impl Dialer {
         self
     }
 
-    /// Bytes read per system call, at least (0 restores the default 4096).
-    pub fn read_buffer_size(mut self, size: usize) -> Self {
-        self.config.read_buffer_size = if size == 0 { crate::conn::DEFAULT_BUFFER_SIZE } else { size };
-        self
-    }
-
-    /// Write buffer size (0 restores the default 4096).
-    pub fn write_buffer_size(mut self, size: usize) -> Self {
-        self.config.write_buffer_size = if size == 0 { crate::conn::DEFAULT_BUFFER_SIZE } else { size };
-        self
-    }
-
-    /// Take write buffers from `pool` while writing.
-    pub fn write_buffer_pool(mut self, pool: Arc<dyn BufferPool>) -> Self {
-        self.config.write_buffer_pool = Some(pool);
-        self
-    }
-
-    /// The read limit of the connection (`None`: no limit; default 64 MiB).
-    pub fn read_limit(mut self, limit: Option<u64>) -> Self {
-        self.config.read_limit = limit;
-        self
-    }
-
-    /// The largest frame payload accepted (`None`, the default: only the read
-    /// limit applies); a larger frame fails the connection with 1009.
-    pub fn max_frame_size(mut self, limit: Option<u64>) -> Self {
-        self.config.max_frame_size = limit;
-        self
-    }
-
-    /// The most frames one message may arrive in (default 100 000); more fail
-    /// the connection with 1008.
-    pub fn max_fragments(mut self, limit: Option<u32>) -> Self {
-        self.config.max_fragments = limit;
-        self
-    }
-
     /// The largest handshake response head read (default 16 KiB).
     pub fn max_response_bytes(mut self, bytes: usize) -> Self {
         self.max_response_bytes = bytes.max(256);
@@ -210,12 +173,6 @@ impl Dialer {
     /// the dial with [`Error::InvalidResponse`].
     pub fn max_response_headers(mut self, count: usize) -> Self {
         self.max_response_headers = count.max(1);
-        self
-    }
-
-    /// How long a close handshake waits for the server's close frame.
-    pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.config.close_timeout = timeout;
         self
     }
 
@@ -249,33 +206,6 @@ impl Dialer {
     /// window sizes in each direction).
     pub fn compression(mut self, config: DeflateConfig) -> Self {
         self.compression = Some(config);
-        self
-    }
-
-    /// Sends a ping every `interval` on each connection and ends a connection
-    /// whose pong does not come back within the pong timeout: its reads then
-    /// fail with [`Error::KeepaliveTimeout`]. `None` (the default) turns it off.
-    /// The application must keep reading for pongs to be seen.
-    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.ping_interval = interval;
-        self
-    }
-
-    /// How long a keepalive ping waits for its pong (default 10 s).
-    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
-        self.config.pong_timeout = timeout;
-        self
-    }
-
-    /// The compression level, 0–9 (default 1).
-    pub fn compression_level(mut self, level: u32) -> Self {
-        self.config.compression_level = level.min(9);
-        self
-    }
-
-    /// Data messages shorter than `bytes` are sent uncompressed.
-    pub fn compression_threshold(mut self, bytes: usize) -> Self {
-        self.config.compression_threshold = bytes;
         self
     }
 
