@@ -175,3 +175,53 @@ async fn dialer_bounds_the_response_header_count() {
     let err = dialer.connect(&format!("ws://{addr}/")).await.unwrap_err();
     assert!(matches!(err, silverback::Error::InvalidResponse(_)), "{err:?}");
 }
+
+/// A server with `upgrader` and a silverback client; returns the close code
+/// the client sees after sending what `send` sends.
+async fn close_code_after<F, Fut>(upgrader: Upgrader, dialer: silverback::Dialer, send: F) -> silverback::CloseCode
+where
+    F: FnOnce(silverback::Conn<tokio::net::TcpStream>) -> Fut,
+    Fut: std::future::Future<Output = silverback::Conn<tokio::net::TcpStream>>,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = upgrader.accept(stream).await.unwrap();
+        while conn.read_message().await.is_ok() {}
+    });
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, _) = dialer.connect_on(stream, &format!("ws://{addr}/")).await.unwrap();
+    let mut client = send(client).await;
+    let err =
+        tokio::time::timeout(std::time::Duration::from_secs(2), client.read_message()).await.unwrap().unwrap_err();
+    err.close_error().map(|c| c.code).expect("a close frame from the server")
+}
+
+#[tokio::test]
+async fn too_many_fragments_close_with_1008() {
+    let upgrader = Upgrader::new().max_fragments(Some(5));
+    // A 10-byte write buffer makes a streamed 200-byte message 20 fragments.
+    let dialer = silverback::Dialer::new().proxy(silverback::Proxy::None).write_buffer_size(10);
+    let code = close_code_after(upgrader, dialer, |mut client| async move {
+        let mut writer = client.next_writer(silverback::MessageKind::Binary).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut writer, &[1u8; 200]).await.unwrap();
+        let _ = writer.close().await;
+        client
+    })
+    .await;
+    assert_eq!(code, silverback::CloseCode::POLICY_VIOLATION);
+}
+
+#[tokio::test]
+async fn a_frame_over_the_frame_size_limit_closes_with_1009() {
+    let upgrader = Upgrader::new().max_frame_size(Some(100));
+    let dialer = silverback::Dialer::new().proxy(silverback::Proxy::None);
+    let code = close_code_after(upgrader, dialer, |mut client| async move {
+        client.write_message(silverback::MessageType::Binary, [1u8; 100]).await.unwrap();
+        client.write_message(silverback::MessageType::Binary, [1u8; 101]).await.unwrap();
+        client
+    })
+    .await;
+    assert_eq!(code, silverback::CloseCode::MESSAGE_TOO_BIG);
+}
