@@ -72,6 +72,33 @@
 //! Each connection has a read limit (64 MiB by default): a larger message fails
 //! the connection with close code 1009.
 //!
+//! # Clients
+//!
+//! [`Dialer`] (or [`connect`] with gorilla's `DefaultDialer` settings) opens
+//! `ws://` and `wss://` connections, directly or through HTTP CONNECT and
+//! SOCKS5 proxies, and checks the server's response against RFC 6455 before
+//! it hands over the [`Conn`]. A refused handshake is
+//! [`Error::BadHandshake`], with the server's status, headers and the start
+//! of its body.
+//!
+//! # Compression
+//!
+//! permessage-deflate (RFC 7692) is off by default; turn it on with
+//! [`Upgrader::enable_compression`] or [`Dialer::enable_compression`], or set
+//! its parameters with a [`DeflateConfig`]. Context takeover is used whenever
+//! both sides allow it. Received messages are inflated as they are read and
+//! held to the read limit by their inflated size. [`Conn::enable_write_compression`],
+//! [`Conn::set_compression_level`] and a size threshold control what is sent
+//! compressed; a [`PreparedMessage`] compresses a broadcast once.
+//!
+//! # Batching writes
+//!
+//! [`Conn::write_message`] sends at once. [`Conn::feed_message`] only adds the
+//! message to the write buffer; fed messages leave together with the next
+//! write, a [`Conn::flush`], or as soon as the connection's reader is about to
+//! wait for input, so an echo or request/response loop batches its replies
+//! without ever leaving one behind.
+//!
 //! # Errors
 //!
 //! One [`Error`] type. Protocol violations by the peer close the connection
