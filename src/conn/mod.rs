@@ -17,6 +17,7 @@ mod message;
 mod prepared;
 mod read;
 mod shared;
+mod sink;
 mod write;
 
 use std::fmt;

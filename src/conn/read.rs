@@ -108,6 +108,15 @@ impl<S: Stream> ReadHalf<S> {
     /// handled by the handlers. A close from the peer ends in
     /// [`Error::Closed`]; every error is permanent.
     pub async fn read_message(&mut self) -> Result<Message> {
+        // The common case, done without waiting: a whole message is buffered.
+        if self.reply.is_none() && self.error.is_none() {
+            match self.decoder.decode_message(&mut self.buf) {
+                Ok(Some((kind, data))) => return Ok(Message { kind, data: data.freeze() }),
+                Ok(None) => {}
+                // Reported by the general path below, after the close frame.
+                Err(violation) => self.fail(violation),
+            }
+        }
         let kind = match self.next_start().await? {
             Begin::Whole(kind, data) => return Ok(Message { kind, data: data.freeze() }),
             Begin::Streamed(kind) => kind,
@@ -274,6 +283,9 @@ impl<S: Stream> ReadHalf<S> {
                     // About to wait for input: first send what was fed, since
                     // the peer may be waiting for it.
                     Poll::Pending if self.shared.has_pending() => {
+                        if self.shared.try_flush_pending(cx).is_ready() {
+                            continue;
+                        }
                         let shared = self.shared.clone();
                         self.reply = Some(Box::pin(async move {
                             let _ = shared.flush_pending(None).await;

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 
 use super::config::Config;
 use super::keepalive::KeepaliveState;
+use super::sink::{Sink, SinkLock};
 use crate::error::{Error, Result};
 use crate::proto::encoder::{encode_frame, encode_header};
 use crate::proto::{OpCode, Role};
@@ -33,6 +34,39 @@ const VECTORED_THRESHOLD: usize = 16 * 1024;
 /// buffer size, if larger).
 const MIN_FEED_LIMIT: usize = 16 * 1024;
 
+/// The most released write buffers each thread keeps for reuse, so that a
+/// connection that goes idle between bursts does not allocate for every burst.
+const SPARE_WRITE_BUFFERS: usize = 16;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A spare write buffer of `size` bytes from this thread, if one is kept.
+fn spare_write_buffer(size: usize) -> Option<BytesMut> {
+    SPARES.with(|spares| {
+        let mut spares = spares.try_borrow_mut().ok()?;
+        let at = spares.iter().rposition(|buf| buf.capacity() == size)?;
+        Some(spares.swap_remove(at))
+    })
+}
+
+/// Keeps an empty write buffer for the next connection on this thread to
+/// need one, or frees it when enough are kept already (or it has grown).
+fn keep_spare_write_buffer(mut buf: BytesMut, size: usize) {
+    buf.clear();
+    if buf.capacity() != size {
+        return;
+    }
+    SPARES.with(|spares| {
+        if let Ok(mut spares) = spares.try_borrow_mut() {
+            if spares.len() < SPARE_WRITE_BUFFERS {
+                spares.push(buf);
+            }
+        }
+    });
+}
+
 /// A frame to write: opcode, FIN, RSV bits, payload.
 type Frame<'a> = (OpCode, bool, u8, &'a [u8]);
 
@@ -40,19 +74,12 @@ type Frame<'a> = (OpCode, bool, u8, &'a [u8]);
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
-/// Write-side state, guarded by the sink lock.
-pub(crate) struct Sink {
-    buf: Option<BytesMut>,
-    /// The first write failure; every later write returns it again.
-    error: Option<Error>,
-}
-
 pub(crate) struct Shared<S> {
     pub(crate) role: Role,
     pub(crate) config: Config,
     pub(crate) subprotocol: Option<String>,
     stream: Mutex<S>,
-    sink: tokio::sync::Mutex<Sink>,
+    sink: SinkLock,
     close_sent: AtomicBool,
     close_received: AtomicBool,
     close_received_notify: Notify,
@@ -88,7 +115,7 @@ impl<S: Stream> Shared<S> {
             config,
             subprotocol,
             stream: Mutex::new(stream),
-            sink: tokio::sync::Mutex::new(Sink { buf, error: None }),
+            sink: SinkLock::new(Sink { buf, error: None }),
             close_sent: AtomicBool::new(false),
             close_received: AtomicBool::new(false),
             close_received_notify: Notify::new(),
@@ -205,7 +232,119 @@ impl<S: Stream> Shared<S> {
         deadline: Option<Instant>,
         now: bool,
     ) -> Result<()> {
+        if !now {
+            if let Some(result) = self.try_feed(opcode, rsv, payload) {
+                return result;
+            }
+        }
         self.frame(Some((opcode, true, rsv, payload)), deadline, now).await
+    }
+
+    /// Feeds a small data frame without waiting: when the sink is free and the
+    /// frame fits under the feed limit, it is appended to the write buffer
+    /// right here. `None` means the caller must take the general path.
+    pub(crate) fn try_feed(&self, opcode: OpCode, rsv: u8, payload: &[u8]) -> Option<Result<()>> {
+        if opcode == OpCode::Close || payload.len() >= VECTORED_THRESHOLD {
+            return None;
+        }
+        self.sink
+            .try_with(|sink| {
+                if let Some(e) = self.unwritable(sink) {
+                    return Some(Err(e));
+                }
+                if self.close_sent() {
+                    return Some(Err(Error::CloseSent));
+                }
+                let buf = sink.buf.get_or_insert_with(|| self.new_write_buffer());
+                // The frame header is at most 14 bytes.
+                if buf.len() + payload.len() + 14 >= self.feed_limit() {
+                    return None;
+                }
+                match self.role {
+                    Role::Server => encode_frame(buf, opcode, true, rsv, None, payload),
+                    Role::Client => {
+                        let key: [u8; 4] = rand::random();
+                        encode_header(buf, opcode, true, rsv, Some(key), payload.len() as u64);
+                        let start = buf.len();
+                        buf.extend_from_slice(payload);
+                        crate::proto::mask::apply_mask(&mut buf[start..], key, 0);
+                    }
+                }
+                self.pending.store(true, Ordering::Release);
+                Some(Ok(()))
+            })
+            .flatten()
+    }
+
+    /// A write buffer from the pool, or from this thread's spares, or a new one.
+    fn new_write_buffer(&self) -> BytesMut {
+        let size = self.config.write_buffer_size;
+        match &self.config.write_buffer_pool {
+            Some(pool) => pool.get(),
+            None => spare_write_buffer(size),
+        }
+        .unwrap_or_else(|| BytesMut::with_capacity(size))
+    }
+
+    /// Fed frames wait until this many bytes are buffered.
+    fn feed_limit(&self) -> usize {
+        self.config.write_buffer_size.max(MIN_FEED_LIMIT)
+    }
+
+    /// Tries to send every fed frame without waiting: `Ready` when they all
+    /// went out (or the write failed, which the next write reports), `Pending`
+    /// when the caller must finish the job with [`Shared::flush_pending`]
+    /// (the sink is busy, or the stream took only part). The written part is
+    /// removed from the buffer either way.
+    pub(crate) fn try_flush_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.sink.try_with(|sink| self.flush_now(sink, cx)).unwrap_or(Poll::Pending)
+    }
+
+    fn flush_now(&self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.has_pending() {
+            return Poll::Ready(());
+        }
+        if self.unwritable(sink).is_some() {
+            return Poll::Ready(());
+        }
+        let Some(buf) = sink.buf.as_mut() else { return Poll::Ready(()) };
+        let mut failed = None;
+        let mut written = 0;
+        while written < buf.len() {
+            match self.poll_write(cx, &buf[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                Poll::Pending => {
+                    bytes::Buf::advance(buf, written);
+                    return Poll::Pending;
+                }
+            }
+        }
+        if failed.is_none() {
+            match Pin::new(&mut *self.stream()).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => failed = Some(e),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        buf.clear();
+        self.pending.store(false, Ordering::Release);
+        if let Some(pool) = &self.config.write_buffer_pool {
+            if let Some(buf) = sink.buf.take() {
+                pool.put(buf);
+            }
+        }
+        if let Some(e) = failed {
+            sink.error = Some(Error::Io(e));
+        }
+        Poll::Ready(())
     }
 
     /// Sends every frame fed so far.
@@ -219,11 +358,11 @@ impl<S: Stream> Shared<S> {
     }
 
     async fn frame(&self, frame: Option<Frame<'_>>, deadline: Option<Instant>, now: bool) -> Result<()> {
-        let mut sink = match deadline {
-            None => self.sink.lock().await,
-            Some(at) => tokio::time::timeout_at(at.into(), self.sink.lock()).await.map_err(|_| Error::Timeout)?,
+        let mut writer = match deadline {
+            None => self.sink.acquire().await,
+            Some(at) => tokio::time::timeout_at(at.into(), self.sink.acquire()).await.map_err(|_| Error::Timeout)?,
         };
-        if let Some(e) = self.write_error(&sink) {
+        if let Some(e) = writer.with(|sink| self.unwritable(sink)) {
             return Err(e);
         }
         if frame.is_none() && !self.has_pending() {
@@ -237,15 +376,7 @@ impl<S: Stream> Shared<S> {
                 self.close_sent.store(true, Ordering::Release);
             }
         }
-        let mut buf = match sink.buf.take() {
-            Some(buf) => buf,
-            None => self
-                .config
-                .write_buffer_pool
-                .as_ref()
-                .and_then(|pool| pool.get())
-                .unwrap_or_else(|| BytesMut::with_capacity(self.config.write_buffer_size)),
-        };
+        let mut buf = writer.with(|sink| sink.buf.take()).unwrap_or_else(|| self.new_write_buffer());
         let write = self.send(&mut buf, frame, now);
         let result = match deadline {
             None => write.await.map_err(Error::Io),
@@ -258,20 +389,22 @@ impl<S: Stream> Shared<S> {
             buf.clear();
         }
         self.pending.store(!buf.is_empty(), Ordering::Release);
-        match &self.config.write_buffer_pool {
-            Some(pool) if buf.is_empty() => pool.put(buf),
-            _ => sink.buf = Some(buf),
-        }
-        if let Err(e) = &result {
-            sink.error = Some(e.replay());
-        }
+        writer.with(|sink| {
+            match &self.config.write_buffer_pool {
+                Some(pool) if buf.is_empty() => pool.put(buf),
+                _ => sink.buf = Some(buf),
+            }
+            if let Err(e) = &result {
+                sink.error = Some(e.replay());
+            }
+        });
         result
     }
 
     /// Appends `frame` after what `buf` already holds and writes it all out,
     /// unless `now` is false and the buffer still has room.
     async fn send(&self, buf: &mut BytesMut, frame: Option<Frame<'_>>, now: bool) -> io::Result<()> {
-        let feed_limit = self.config.write_buffer_size.max(MIN_FEED_LIMIT);
+        let feed_limit = self.feed_limit();
         if let Some((opcode, fin, rsv, payload)) = frame {
             match self.role {
                 Role::Server if payload.len() >= VECTORED_THRESHOLD => {
@@ -310,17 +443,31 @@ impl<S: Stream> Shared<S> {
     /// Drops the write buffer while nothing waits in it (the connection is
     /// idle); the next write takes a new one. With a pool it is already back.
     pub(crate) fn release_write_buffer(&self) {
-        if let Ok(mut sink) = self.sink.try_lock() {
+        let size = self.config.write_buffer_size;
+        self.sink.try_with(|sink| {
             if sink.buf.as_ref().is_some_and(|buf| buf.is_empty()) {
-                sink.buf = None;
+                if let Some(buf) = sink.buf.take() {
+                    keep_spare_write_buffer(buf, size);
+                }
             }
-        }
+        });
     }
 
     /// The error the next write would fail with, if any.
     pub(crate) async fn sticky_error(&self) -> Option<Error> {
-        let sink = self.sink.lock().await;
-        self.write_error(&sink).or_else(|| self.close_sent().then_some(Error::CloseSent))
+        let mut writer = self.sink.acquire().await;
+        writer.with(|sink| self.write_error(sink)).or_else(|| self.close_sent().then_some(Error::CloseSent))
+    }
+
+    /// The permanent write error, if there is one; what was fed is then
+    /// dropped, since it can no longer go out.
+    fn unwritable(&self, sink: &mut Sink) -> Option<Error> {
+        let error = self.write_error(sink)?;
+        if let Some(buf) = &mut sink.buf {
+            buf.clear();
+        }
+        self.pending.store(false, Ordering::Release);
+        Some(error)
     }
 
     /// The permanent write error: the first failure, or the stream being shut down.

@@ -144,7 +144,17 @@ impl<S: Stream> WriteHalf<S> {
     /// `read_message` and `feed_message` batches its replies and never
     /// leaves one behind while it waits.
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
-        self.send_message(kind.into(), data.as_ref(), false).await
+        let (kind, data) = (kind.into(), data.as_ref());
+        // The common case, done without waiting: an uncompressed message
+        // appended to a write buffer that has room.
+        let compress = self.deflater.is_some() && self.compress && data.len() >= self.threshold;
+        let fits = !kind.is_control() || data.len() as u64 <= MAX_CONTROL_PAYLOAD;
+        if self.open.is_none() && !compress && fits {
+            if let Some(result) = self.shared.try_feed(kind.opcode(), 0, data) {
+                return result;
+            }
+        }
+        self.send_message(kind, data, false).await
     }
 
     /// Sends every fed message now.

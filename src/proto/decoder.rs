@@ -8,7 +8,7 @@
 //! send is checked here; a violation is returned as a [`ProtocolError`] that
 //! names the close code to fail the connection with.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::close::{CloseFrame, CloseFrameError};
 use super::deflate::Inflater;
@@ -185,28 +185,12 @@ impl Decoder {
             if header.opcode.is_control() {
                 return self.decode_control(buf, header, header_len);
             }
-            let _ = buf.split_to(header_len);
-            let started = self.begin_data_frame(&header)?;
-            let plain = !(self.inflater.is_some() && header.rsv & RSV1 != 0);
-            if let (Some(Event::Start { kind, .. }), true, true) =
-                (&started, header.fin && plain, buf.len() as u64 >= header.payload_len)
-            {
-                // The common case of a small message: skip the streaming states.
-                let kind = *kind;
-                let mut payload = PayloadState {
-                    fin: true,
-                    mask: header.mask,
-                    remaining: header.payload_len,
-                    mask_offset: 0,
-                    inflated_all: false,
-                };
-                let data = take_payload(&mut payload, buf);
-                self.message = None;
-                if kind == MessageKind::Text {
-                    super::utf8::validate(&data).map_err(|_| ProtocolError::InvalidUtf8)?;
-                }
+            if self.is_whole_message(&header, header_len, buf) {
+                let (kind, data) = self.take_whole_message(&header, header_len, buf)?;
                 return Ok(Some(Event::Message { kind, data }));
             }
+            buf.advance(header_len);
+            let started = self.begin_data_frame(&header)?;
             self.payload = Some(PayloadState {
                 fin: header.fin,
                 mask: header.mask,
@@ -218,6 +202,61 @@ impl Decoder {
                 return Ok(Some(event));
             }
         }
+    }
+
+    /// Decodes the next frame only if it is a whole message: a final,
+    /// uncompressed data frame that opens a message and has arrived entirely.
+    /// Consumes nothing and returns `Ok(None)` otherwise (including when a
+    /// control frame or part of a message comes first), so that the caller
+    /// can go on with [`Decoder::decode`]. The errors are those `decode`
+    /// would report for the same frame.
+    pub fn decode_message(&mut self, buf: &mut BytesMut) -> Result<Option<(MessageKind, BytesMut)>, ProtocolError> {
+        if self.payload.is_some() {
+            return Ok(None);
+        }
+        let Some((header, header_len)) = FrameHeader::parse(buf)? else {
+            return Ok(None);
+        };
+        if header.opcode.is_control() || !self.is_whole_message(&header, header_len, buf) {
+            return Ok(None);
+        }
+        self.check_header(&header)?;
+        self.take_whole_message(&header, header_len, buf).map(Some)
+    }
+
+    /// Whether the frame whose header is at the front of `buf` is a whole
+    /// message: final, uncompressed, opening a message, all arrived.
+    fn is_whole_message(&self, header: &FrameHeader, header_len: usize, buf: &BytesMut) -> bool {
+        let plain = !(self.inflater.is_some() && header.rsv & RSV1 != 0);
+        let arrived = (buf.len() - header_len) as u64 >= header.payload_len;
+        header.fin
+            && plain
+            && arrived
+            && self.message.is_none()
+            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+    }
+
+    /// Takes a whole message (see [`Decoder::is_whole_message`]) out of
+    /// `buf`: the common case of a small message, without the streaming states.
+    fn take_whole_message(
+        &mut self,
+        header: &FrameHeader,
+        header_len: usize,
+        buf: &mut BytesMut,
+    ) -> Result<(MessageKind, BytesMut), ProtocolError> {
+        self.check_sizes(header, header.payload_len)?;
+        buf.advance(header_len);
+        // The payload has arrived (`is_whole_message`), so its length fits in
+        // `buf.len()` and the cast cannot truncate.
+        let mut data = buf.split_to(header.payload_len as usize);
+        if let Some(key) = header.mask {
+            apply_mask(&mut data, key, 0);
+        }
+        let kind = if header.opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
+        if kind == MessageKind::Text {
+            super::utf8::validate(&data).map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok((kind, data))
     }
 
     /// Delivers the payload of an uncompressed data frame as it arrives.
@@ -330,22 +369,17 @@ impl Decoder {
     /// Opens or continues a data message (RFC 6455 §5.4) and applies the read
     /// limit. Returns the `Start` event for the first frame of a message.
     fn begin_data_frame(&mut self, header: &FrameHeader) -> Result<Option<Event>, ProtocolError> {
-        let limit = self.max_message_size;
-        let check = |size: u64| match limit {
-            Some(limit) if size > limit => Err(ProtocolError::MessageTooBig { size, limit }),
-            _ => Ok(()),
-        };
-        if let Some(limit) = self.max_frame_size {
-            if header.payload_len > limit {
-                return Err(ProtocolError::FrameTooBig { size: header.payload_len, limit });
-            }
+        match (header.opcode, &self.message) {
+            (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
         }
+        let size_so_far = self.message.as_ref().map_or(0, |m| m.size);
+        self.check_sizes(header, size_so_far.saturating_add(header.payload_len))?;
         let max_fragments = self.max_fragments;
         match (header.opcode, &mut self.message) {
-            (OpCode::Continuation, None) => Err(ProtocolError::UnexpectedContinuation),
             (OpCode::Continuation, Some(message)) => {
                 message.size = message.size.saturating_add(header.payload_len);
-                check(message.size)?;
                 message.frames = message.frames.saturating_add(1);
                 if let Some(limit) = max_fragments {
                     if message.frames > limit {
@@ -354,9 +388,8 @@ impl Decoder {
                 }
                 Ok(None)
             }
-            (_, Some(_)) => Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Continuation, None) | (_, Some(_)) => Ok(None),
             (opcode, None) => {
-                check(header.payload_len)?;
                 let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
                 let compressed = header.rsv & RSV1 != 0;
                 // Compressed text is validated after inflation.
@@ -365,6 +398,20 @@ impl Decoder {
                     Some(OpenMessage { kind, compressed, size: header.payload_len, frames: 1, inflated: 0, utf8 });
                 Ok(Some(Event::Start { kind, compressed }))
             }
+        }
+    }
+
+    /// Applies the frame-size limit to `header` and the read limit to
+    /// `message_size`, the size of its message so far including this frame.
+    fn check_sizes(&self, header: &FrameHeader, message_size: u64) -> Result<(), ProtocolError> {
+        if let Some(limit) = self.max_frame_size {
+            if header.payload_len > limit {
+                return Err(ProtocolError::FrameTooBig { size: header.payload_len, limit });
+            }
+        }
+        match self.max_message_size {
+            Some(limit) if message_size > limit => Err(ProtocolError::MessageTooBig { size: message_size, limit }),
+            _ => Ok(()),
         }
     }
 
@@ -448,6 +495,55 @@ mod tests {
     }
 
     const KEY: Option<[u8; 4]> = Some([1, 2, 3, 4]);
+
+    #[test]
+    fn decode_message_takes_a_whole_message_and_nothing_else() {
+        let mut d = Decoder::new(Role::Server);
+        let mut bytes = frame(OpCode::Binary, true, b"one", KEY);
+        bytes.extend(frame(OpCode::Ping, true, b"p", KEY));
+        bytes.extend(frame(OpCode::Text, false, b"frag", KEY));
+        let mut buf = BytesMut::from(&bytes[..]);
+        assert_eq!(d.decode_message(&mut buf), Ok(Some((MessageKind::Binary, BytesMut::from(&b"one"[..])))));
+        // A control frame first: nothing is consumed, decode() gets it.
+        let before = buf.len();
+        assert_eq!(d.decode_message(&mut buf), Ok(None));
+        assert_eq!(buf.len(), before);
+        assert_eq!(d.decode(&mut buf), Ok(Some(Event::Ping(Bytes::from_static(b"p")))));
+        // The first fragment of a message is not a whole message either.
+        assert_eq!(d.decode_message(&mut buf), Ok(None));
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Event::Start { kind: MessageKind::Text, .. }))));
+    }
+
+    #[test]
+    fn decode_message_waits_for_the_whole_payload() {
+        let mut d = Decoder::new(Role::Server);
+        let bytes = frame(OpCode::Text, true, b"hello", KEY);
+        let mut buf = BytesMut::from(&bytes[..bytes.len() - 1]);
+        assert_eq!(d.decode_message(&mut buf), Ok(None));
+        assert_eq!(buf.len(), bytes.len() - 1);
+        buf.extend_from_slice(&bytes[bytes.len() - 1..]);
+        assert_eq!(d.decode_message(&mut buf), Ok(Some((MessageKind::Text, BytesMut::from(&b"hello"[..])))));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn decode_message_reports_the_errors_decode_would() {
+        let decoder = |limit| {
+            let mut d = Decoder::new(Role::Server);
+            d.set_max_message_size(limit);
+            d
+        };
+        for (limit, bytes) in [
+            (None, frame(OpCode::Text, true, &[0xff, 0xfe], KEY)),
+            (None, frame(OpCode::Binary, true, b"x", None)),
+            (Some(2), frame(OpCode::Binary, true, b"abc", KEY)),
+        ] {
+            let fast = decoder(limit).decode_message(&mut BytesMut::from(&bytes[..]));
+            let general = decoder(limit).decode(&mut BytesMut::from(&bytes[..]));
+            assert!(fast.is_err(), "{fast:?}");
+            assert_eq!(fast.err(), general.err());
+        }
+    }
 
     #[test]
     fn a_whole_masked_text_frame_is_one_message_event() {
