@@ -58,8 +58,17 @@ pub const DEFAULT_MAX_HEADERS: usize = 64;
 /// }
 /// # }
 /// ```
-#[derive(Clone)]
+///
+/// Cloning is cheap (the options are shared), so each connection's task can
+/// hold its own `Upgrader`; changing a clone's options leaves the others as
+/// they were.
+#[derive(Clone, Default)]
 pub struct Upgrader {
+    options: Arc<UpgraderOptions>,
+}
+
+#[derive(Clone)]
+struct UpgraderOptions {
     config: Config,
     subprotocols: Vec<String>,
     error: Option<ErrorResponder>,
@@ -70,9 +79,9 @@ pub struct Upgrader {
     max_headers: usize,
 }
 
-impl Default for Upgrader {
+impl Default for UpgraderOptions {
     fn default() -> Self {
-        Upgrader {
+        UpgraderOptions {
             config: Config::default(),
             subprotocols: Vec::new(),
             error: None,
@@ -88,19 +97,28 @@ impl Default for Upgrader {
 impl fmt::Debug for Upgrader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upgrader")
-            .field("config", &self.config)
-            .field("subprotocols", &self.subprotocols)
-            .field("custom_error", &self.error.is_some())
-            .field("custom_check_origin", &self.check_origin.is_some())
-            .field("compression", &self.compression)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("max_request_bytes", &self.max_request_bytes)
-            .field("max_headers", &self.max_headers)
+            .field("config", &self.options.config)
+            .field("subprotocols", &self.options.subprotocols)
+            .field("custom_error", &self.options.error.is_some())
+            .field("custom_check_origin", &self.options.check_origin.is_some())
+            .field("compression", &self.options.compression)
+            .field("handshake_timeout", &self.options.handshake_timeout)
+            .field("max_request_bytes", &self.options.max_request_bytes)
+            .field("max_headers", &self.options.max_headers)
             .finish()
     }
 }
 
 impl Upgrader {
+    /// The options, to change: copied first if other clones share them.
+    fn options_mut(&mut self) -> &mut UpgraderOptions {
+        Arc::make_mut(&mut self.options)
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        &mut self.options_mut().config
+    }
+
     crate::conn::connection_options!();
 
     /// An upgrader with the defaults: 4 KiB buffers, no subprotocols, the
@@ -118,7 +136,7 @@ impl Upgrader {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self.options_mut().subprotocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
@@ -129,7 +147,7 @@ impl Upgrader {
     where
         F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.error = Some(Arc::new(responder));
+        self.options_mut().error = Some(Arc::new(responder));
         self
     }
 
@@ -141,7 +159,7 @@ impl Upgrader {
     where
         F: Fn(&Request<()>) -> bool + Send + Sync + 'static,
     {
-        self.check_origin = Some(Arc::new(check));
+        self.options_mut().check_origin = Some(Arc::new(check));
         self
     }
 
@@ -149,7 +167,8 @@ impl Upgrader {
     /// context takeover both ways when the client allows it and 32 KiB
     /// windows. Off by default.
     pub fn enable_compression(mut self, enable: bool) -> Self {
-        self.compression = enable.then(|| self.compression.unwrap_or_default());
+        let options = self.options_mut();
+        options.compression = enable.then(|| options.compression.unwrap_or_default());
         self
     }
 
@@ -157,26 +176,26 @@ impl Upgrader {
     /// takeover or smaller windows in either direction (less memory per
     /// connection, a lower ratio).
     pub fn compression(mut self, config: DeflateConfig) -> Self {
-        self.compression = Some(config);
+        self.options_mut().compression = Some(config);
         self
     }
 
     /// Bounds the whole handshake of [`Upgrader::accept`], from the first byte
     /// read to the response written; `None` removes the bound.
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.handshake_timeout = timeout;
+        self.options_mut().handshake_timeout = timeout;
         self
     }
 
     /// The largest request head [`Upgrader::accept`] reads (431 beyond).
     pub fn max_request_bytes(mut self, bytes: usize) -> Self {
-        self.max_request_bytes = bytes.max(64);
+        self.options_mut().max_request_bytes = bytes.max(64);
         self
     }
 
     /// The most request headers [`Upgrader::accept`] accepts (431 beyond).
     pub fn max_headers(mut self, count: usize) -> Self {
-        self.max_headers = count.max(1);
+        self.options_mut().max_headers = count.max(1);
         self
     }
 
@@ -192,19 +211,30 @@ impl Upgrader {
     /// Like [`Upgrader::accept`], with a callback that sees the request
     /// (path, cookies, authorization) before it is accepted and returns extra
     /// response headers, or a rejection to answer instead.
-    pub async fn accept_with<S, F>(&self, mut stream: S, callback: F) -> Result<Conn<S>>
+    pub async fn accept_with<S, F>(&self, stream: S, callback: F) -> Result<Conn<S>>
+    where
+        S: Stream,
+        F: FnOnce(&Request<()>) -> std::result::Result<HeaderMap, Rejection>,
+    {
+        // The handshake's state is large and short-lived: boxed, it is freed
+        // when the handshake ends instead of staying in the caller's future
+        // (often the task that serves the connection for its whole life).
+        Box::pin(self.upgrade_stream(stream, callback)).await
+    }
+
+    async fn upgrade_stream<S, F>(&self, mut stream: S, callback: F) -> Result<Conn<S>>
     where
         S: Stream,
         F: FnOnce(&Request<()>) -> std::result::Result<HeaderMap, Rejection>,
     {
         let handshake = self.handshake(&mut stream, callback);
-        let outcome = match self.handshake_timeout {
+        let outcome = match self.options.handshake_timeout {
             Some(limit) => tokio::time::timeout(limit, handshake).await.unwrap_or(Err(Error::Timeout)),
             None => handshake.await,
         };
         match outcome {
             Ok((decision, early)) => {
-                let mut config = self.config.clone();
+                let mut config = self.options.config.clone();
                 config.deflate = decision.deflate;
                 Ok(Conn::from_raw(stream, Role::Server, config, decision.protocol, early))
             }
@@ -222,9 +252,9 @@ impl Upgrader {
     {
         let mut buf = BytesMut::with_capacity(1024);
         let parsed = loop {
-            match handshake::parse_request(&buf, self.max_headers) {
+            match handshake::parse_request(&buf, self.options.max_headers) {
                 Ok(Some(parsed)) => break parsed,
-                Ok(None) if buf.len() >= self.max_request_bytes => {
+                Ok(None) if buf.len() >= self.options.max_request_bytes => {
                     let rejection =
                         Rejection::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
                     return Err(self.refuse(stream, rejection).await);
@@ -233,7 +263,7 @@ impl Upgrader {
                 Err(rejection) => return Err(self.refuse(stream, rejection).await),
             }
             buf.reserve(1024);
-            let room = self.max_request_bytes - buf.len();
+            let room = self.options.max_request_bytes - buf.len();
             let n = (&mut *stream).take(room as u64).read_buf(&mut buf).await?;
             if n == 0 {
                 return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -274,14 +304,14 @@ impl Upgrader {
     /// Checks a request and picks its subprotocol and compression, or says why not.
     fn decide(&self, request: &Request<()>) -> std::result::Result<Decision, Rejection> {
         let valid = handshake::validate_request(request.method(), request.version(), request.headers())?;
-        let origin_ok = match &self.check_origin {
+        let origin_ok = match &self.options.check_origin {
             Some(check) => check(request),
             None => handshake::same_origin(request.headers()),
         };
         if !origin_ok {
             return Err(Rejection::new(StatusCode::FORBIDDEN, "request origin not allowed by Upgrader.check_origin"));
         }
-        let deflate = self.compression.as_ref().and_then(|ours| {
+        let deflate = self.options.compression.as_ref().and_then(|ours| {
             let offers = request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
             extensions::server_negotiate(offers.filter_map(|v| v.to_str().ok()), ours)
         });
@@ -291,13 +321,13 @@ impl Upgrader {
     fn choose_subprotocol(&self, headers: &HeaderMap) -> Option<String> {
         handshake::requested_subprotocols(headers)
             .into_iter()
-            .find(|wanted| self.subprotocols.iter().any(|ours| ours == wanted))
+            .find(|wanted| self.options.subprotocols.iter().any(|ours| ours == wanted))
             .map(str::to_owned)
     }
 
     /// The response for a refused handshake.
     fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes> {
-        if let Some(responder) = &self.error {
+        if let Some(responder) = &self.options.error {
             return responder(rejection);
         }
         let mut response = Response::new(Bytes::from(format!("{}\n", rejection.reason)));
@@ -451,7 +481,7 @@ mod hyper_support {
             if let Some(value) = decision.extensions_header() {
                 headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
             }
-            let mut config = self.config.clone();
+            let mut config = self.options.config.clone();
             config.deflate = decision.deflate;
             let protocol = decision.protocol;
             let upgrading = Upgrading {

@@ -105,21 +105,21 @@ macro_rules! connection_options {
         /// Bytes read per system call, at least (0 restores the default
         /// 4096). Buffer sizes do not limit message size.
         pub fn read_buffer_size(mut self, size: usize) -> Self {
-            self.config.read_buffer_size = if size == 0 { $crate::conn::DEFAULT_BUFFER_SIZE } else { size };
+            self.config_mut().read_buffer_size = if size == 0 { $crate::conn::DEFAULT_BUFFER_SIZE } else { size };
             self
         }
 
         /// Write buffer size, and fragment size of streamed messages (0
         /// restores the default 4096).
         pub fn write_buffer_size(mut self, size: usize) -> Self {
-            self.config.write_buffer_size = if size == 0 { $crate::conn::DEFAULT_BUFFER_SIZE } else { size };
+            self.config_mut().write_buffer_size = if size == 0 { $crate::conn::DEFAULT_BUFFER_SIZE } else { size };
             self
         }
 
         /// Take write buffers from `pool` while writing instead of keeping one
         /// per connection.
         pub fn write_buffer_pool(mut self, pool: std::sync::Arc<dyn $crate::BufferPool>) -> Self {
-            self.config.write_buffer_pool = Some(pool);
+            self.config_mut().write_buffer_pool = Some(pool);
             self
         }
 
@@ -127,28 +127,28 @@ macro_rules! connection_options {
         /// (`None`: no limit; default 64 MiB). A larger message fails the
         /// connection with 1009.
         pub fn read_limit(mut self, limit: Option<u64>) -> Self {
-            self.config.read_limit = limit;
+            self.config_mut().read_limit = limit;
             self
         }
 
         /// The largest frame payload accepted (`None`, the default: only the
         /// read limit applies); a larger frame fails the connection with 1009.
         pub fn max_frame_size(mut self, limit: Option<u64>) -> Self {
-            self.config.max_frame_size = limit;
+            self.config_mut().max_frame_size = limit;
             self
         }
 
         /// The most frames one message may arrive in (default 100 000); more
         /// fail the connection with 1008.
         pub fn max_fragments(mut self, limit: Option<u32>) -> Self {
-            self.config.max_fragments = limit;
+            self.config_mut().max_fragments = limit;
             self
         }
 
         /// How long a close handshake waits for the peer's close frame
         /// (default 5 s).
         pub fn close_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.close_timeout = timeout;
+            self.config_mut().close_timeout = timeout;
             self
         }
 
@@ -158,25 +158,25 @@ macro_rules! connection_options {
         /// default) turns it off. The application must keep reading for pongs
         /// to be seen.
         pub fn ping_interval(mut self, interval: Option<std::time::Duration>) -> Self {
-            self.config.ping_interval = interval;
+            self.config_mut().ping_interval = interval;
             self
         }
 
         /// How long a keepalive ping waits for its pong (default 10 s).
         pub fn pong_timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.config.pong_timeout = timeout;
+            self.config_mut().pong_timeout = timeout;
             self
         }
 
         /// The compression level, 0–9 (default 1).
         pub fn compression_level(mut self, level: u32) -> Self {
-            self.config.compression_level = level.min(9);
+            self.config_mut().compression_level = level.min(9);
             self
         }
 
         /// Data messages shorter than `bytes` are sent uncompressed.
         pub fn compression_threshold(mut self, bytes: usize) -> Self {
-            self.config.compression_threshold = bytes;
+            self.config_mut().compression_threshold = bytes;
             self
         }
     };

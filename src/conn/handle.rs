@@ -55,13 +55,17 @@ impl<S: Stream> Handle<S> {
     /// was sent already), waits up to the close timeout for the reader to see
     /// the peer's close, then shuts the stream down.
     pub async fn close(&self, frame: CloseFrame) -> Result<()> {
-        let deadline = Instant::now() + self.shared.config.close_timeout;
-        let sent = self.shared.send_close(&frame.encode(), Some(deadline)).await;
-        if sent.is_ok() {
-            self.shared.wait_close_received(deadline).await;
-        }
-        self.shared.shutdown().await;
-        sent
+        // Boxed, so that the callers' futures do not carry the timers.
+        Box::pin(async {
+            let deadline = Instant::now() + self.shared.config.close_timeout;
+            let sent = self.shared.send_close(&frame.encode(), Some(deadline)).await;
+            if sent.is_ok() {
+                self.shared.wait_close_received(deadline).await;
+            }
+            self.shared.shutdown().await;
+            sent
+        })
+        .await
     }
 
     /// Shuts the stream down at once, without a close frame (gorilla's

@@ -92,8 +92,8 @@ impl KeepaliveState {
 
 /// Starts the keepalive task of a connection, when a tokio runtime is running.
 pub(crate) fn spawn<S: Stream>(shared: &Arc<Shared<S>>, interval: Duration, pong_timeout: Duration) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(run(Arc::downgrade(shared), shared.keepalive.clone(), interval, pong_timeout));
+    if let (Ok(runtime), Some(state)) = (tokio::runtime::Handle::try_current(), &shared.keepalive) {
+        runtime.spawn(run(Arc::downgrade(shared), state.clone(), interval, pong_timeout));
     }
 }
 

@@ -153,6 +153,12 @@ impl<S: Stream> Conn<S> {
     /// already), reads and discards until the peer's close arrives or the close
     /// timeout passes, then shuts the stream down.
     pub async fn close(&mut self, frame: CloseFrame) -> Result<()> {
+        // Boxed: the handshake's timers would otherwise make the future of
+        // every task that closes its connection larger for its whole life.
+        Box::pin(self.close_handshake(frame)).await
+    }
+
+    async fn close_handshake(&mut self, frame: CloseFrame) -> Result<()> {
         let deadline = Instant::now() + self.write.shared.config.close_timeout;
         let sent = self.write.shared.send_close(&frame.encode(), Some(deadline)).await;
         if sent.is_ok() && self.read.error().is_none() {

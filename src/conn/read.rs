@@ -272,7 +272,9 @@ impl<S: Stream> ReadHalf<S> {
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
                 Ok(Some(Event::Pong(payload))) => {
-                    self.shared.keepalive.pong_received();
+                    if let Some(keepalive) = &self.shared.keepalive {
+                        keepalive.pong_received();
+                    }
                     let handler = self.handlers.pong.clone();
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
@@ -355,7 +357,7 @@ impl<S: Stream> ReadHalf<S> {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.shared.keepalive.expired() {
+        if self.shared.keepalive_expired() {
             return Poll::Ready(Err(Error::KeepaliveTimeout));
         }
         let remaining = self.decoder.payload_remaining();
@@ -385,9 +387,9 @@ impl<S: Stream> ReadHalf<S> {
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    if self.buf.capacity() > 0 {
-                        self.buf = BytesMut::new();
-                    }
+                    // Even empty, the buffer may keep the allocation it was
+                    // split from alive.
+                    self.buf = BytesMut::new();
                     Poll::Pending
                 }
             }
@@ -400,10 +402,12 @@ impl<S: Stream> ReadHalf<S> {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Error::abnormal_closure())),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
-            Poll::Pending if self.shared.config.ping_interval.is_some() => {
-                self.shared.keepalive.register_reader(cx.waker());
+            Poll::Pending if self.shared.keepalive.is_some() => {
+                if let Some(keepalive) = &self.shared.keepalive {
+                    keepalive.register_reader(cx.waker());
+                }
                 // An expiry between the check above and the registration.
-                if self.shared.keepalive.expired() {
+                if self.shared.keepalive_expired() {
                     return Poll::Ready(Err(Error::KeepaliveTimeout));
                 }
                 self.poll_deadline(cx)

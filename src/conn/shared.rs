@@ -67,6 +67,17 @@ fn keep_spare_write_buffer(mut buf: BytesMut, size: usize) {
     });
 }
 
+/// How an attempt to send a frame without waiting went.
+pub(crate) enum TrySend {
+    /// Sent, or failed for good.
+    Done(Result<()>),
+    /// In the write buffer, which the stream did not take all of yet: finish
+    /// with [`Shared::flush_pending`].
+    Buffered,
+    /// Nothing done: take the general path.
+    NotTaken,
+}
+
 /// A frame to write: opcode, FIN, RSV bits, payload.
 type Frame<'a> = (OpCode, bool, u8, &'a [u8]);
 
@@ -86,8 +97,9 @@ pub(crate) struct Shared<S> {
     shut_down: AtomicBool,
     /// Fed frames wait in the sink's buffer.
     pending: AtomicBool,
-    pub(crate) keepalive: Arc<KeepaliveState>,
-    _drop_signal: DropSignal,
+    /// Present when keepalive pings are on.
+    pub(crate) keepalive: Option<Arc<KeepaliveState>>,
+    _drop_signal: Option<DropSignal>,
 }
 
 /// Tells the keepalive task, if any, that the connection is gone.
@@ -107,7 +119,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<S: Stream> Shared<S> {
     pub(crate) fn new(stream: S, role: Role, config: Config, subprotocol: Option<String>) -> Arc<Self> {
-        let keepalive = Arc::<KeepaliveState>::default();
+        let keepalive = config.ping_interval.map(|_| Arc::<KeepaliveState>::default());
         // The write buffer is taken at the first write.
         let buf = None;
         Arc::new(Shared {
@@ -121,8 +133,8 @@ impl<S: Stream> Shared<S> {
             close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
             pending: AtomicBool::new(false),
-            keepalive: keepalive.clone(),
-            _drop_signal: DropSignal(keepalive),
+            _drop_signal: keepalive.clone().map(DropSignal),
+            keepalive,
         })
     }
 
@@ -173,6 +185,11 @@ impl<S: Stream> Shared<S> {
 
     async fn flush(&self) -> io::Result<()> {
         poll_fn(|cx| Pin::new(&mut *self.stream()).poll_flush(cx)).await
+    }
+
+    /// A keepalive ping went unanswered.
+    pub(crate) fn keepalive_expired(&self) -> bool {
+        self.keepalive.as_ref().is_some_and(|k| k.expired())
     }
 
     pub(crate) fn close_sent(&self) -> bool {
@@ -297,17 +314,39 @@ impl<S: Stream> Shared<S> {
     /// (the sink is busy, or the stream took only part). The written part is
     /// removed from the buffer either way.
     pub(crate) fn try_flush_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.sink.try_with(|sink| self.flush_now(sink, cx)).unwrap_or(Poll::Pending)
+        match self.sink.try_with(|sink| self.flush_now(sink, cx)) {
+            Some(Poll::Ready(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
     }
 
-    fn flush_now(&self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<()> {
+    /// Sends a small final frame without waiting: appends it to the write
+    /// buffer (after what was fed) and has the stream take it all at once.
+    pub(crate) fn try_send(&self, cx: &mut Context<'_>, opcode: OpCode, rsv: u8, payload: &[u8]) -> TrySend {
+        match self.try_feed(opcode, rsv, payload) {
+            None => TrySend::NotTaken,
+            Some(Err(e)) => TrySend::Done(Err(e)),
+            Some(Ok(())) => match self.sink.try_with(|sink| self.flush_now(sink, cx)) {
+                Some(Poll::Ready(result)) => TrySend::Done(result),
+                _ => TrySend::Buffered,
+            },
+        }
+    }
+
+    /// The error every later write will fail with, if there is one already.
+    pub(crate) fn sticky_write_error(&self) -> Option<Error> {
+        self.sink.try_with(|sink| self.write_error(sink)).flatten()
+    }
+
+    /// Writes out the write buffer without waiting; see [`Shared::try_flush_pending`].
+    fn flush_now(&self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<Result<()>> {
         if !self.has_pending() {
-            return Poll::Ready(());
+            return Poll::Ready(Ok(()));
         }
-        if self.unwritable(sink).is_some() {
-            return Poll::Ready(());
+        if let Some(e) = self.unwritable(sink) {
+            return Poll::Ready(Err(e));
         }
-        let Some(buf) = sink.buf.as_mut() else { return Poll::Ready(()) };
+        let Some(buf) = sink.buf.as_mut() else { return Poll::Ready(Ok(())) };
         let mut failed = None;
         let mut written = 0;
         while written < buf.len() {
@@ -341,10 +380,15 @@ impl<S: Stream> Shared<S> {
                 pool.put(buf);
             }
         }
-        if let Some(e) = failed {
-            sink.error = Some(Error::Io(e));
+        match failed {
+            Some(e) => {
+                let error = Error::Io(e);
+                let result = Err(error.replay());
+                sink.error = Some(error);
+                Poll::Ready(result)
+            }
+            None => Poll::Ready(Ok(())),
         }
-        Poll::Ready(())
     }
 
     /// Sends every frame fed so far.

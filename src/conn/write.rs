@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
-use super::shared::{Shared, Stream};
+use super::shared::{Shared, Stream, TrySend};
 use super::{Handle, MessageType, PreparedMessage};
 use crate::error::{Error, Result};
 use crate::proto::decoder::MAX_CONTROL_PAYLOAD;
@@ -40,9 +40,11 @@ struct OpenMessage {
 pub struct WriteHalf<S: Stream> {
     pub(crate) shared: Arc<Shared<S>>,
     deadline: Option<Instant>,
-    open: Option<OpenMessage>,
+    /// The message being streamed by a [`MessageWriter`] (boxed, like the
+    /// deflater: rare, and the half is part of every connection's state).
+    open: Option<Box<OpenMessage>>,
     /// Present when permessage-deflate was agreed.
-    deflater: Option<Deflater>,
+    deflater: Option<Box<Deflater>>,
     compress: bool,
     threshold: usize,
     /// Reused for compressed payloads.
@@ -66,7 +68,7 @@ impl<S: Stream> WriteHalf<S> {
                 Role::Server => (params.server_max_window_bits, params.server_no_context_takeover),
                 Role::Client => (params.client_max_window_bits, params.client_no_context_takeover),
             };
-            Deflater::new(shared.config.compression_level, bits, resets)
+            Box::new(Deflater::new(shared.config.compression_level, bits, resets))
         });
         let threshold = shared.config.compression_threshold;
         WriteHalf { shared, deadline: None, open: None, deflater, compress: true, threshold, scratch: BytesMut::new() }
@@ -75,7 +77,7 @@ impl<S: Stream> WriteHalf<S> {
     /// The compressor to use for a data message of `len` bytes, if any.
     fn deflater_for(&mut self, len: usize) -> Option<&mut Deflater> {
         let wanted = self.compress && len >= self.threshold;
-        self.deflater.as_mut().filter(|d| wanted && d.can_compress())
+        self.deflater.as_deref_mut().filter(|d| wanted && d.can_compress())
     }
 
     /// Whether permessage-deflate was agreed for this connection.
@@ -108,14 +110,16 @@ impl<S: Stream> WriteHalf<S> {
     /// Sends a [`PreparedMessage`]: its frame payload is made once per
     /// compression variant and shared by every connection that sends it.
     pub async fn write_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
-        self.finish_open().await?;
         let kind = message.kind();
         if kind.is_control() {
             return self.write_message(kind, message.data()).await;
         }
+        if self.open.is_some() {
+            Box::pin(self.finish_open()).await?;
+        }
         let len = message.data().len();
         let Some(deflater) = self.deflater_for(len) else {
-            return self.shared.write_frame(kind.opcode(), true, 0, message.data(), self.deadline).await;
+            return deliver(&self.shared, self.deadline, kind.opcode(), 0, message.data(), true).await;
         };
         let payload = message.compressed(deflater.window_bits(), deflater.level());
         // The peer's window now holds bytes our compressor never saw: start
@@ -123,7 +127,7 @@ impl<S: Stream> WriteHalf<S> {
         if !deflater.no_context_takeover() {
             deflater.reset();
         }
-        self.shared.write_frame(kind.opcode(), true, RSV1, &payload, self.deadline).await
+        deliver(&self.shared, self.deadline, kind.opcode(), RSV1, &payload, true).await
     }
 
     /// Sends a whole message as one frame. Control types (close, ping, pong)
@@ -144,46 +148,43 @@ impl<S: Stream> WriteHalf<S> {
     /// `read_message` and `feed_message` batches its replies and never
     /// leaves one behind while it waits.
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
-        let (kind, data) = (kind.into(), data.as_ref());
-        // The common case, done without waiting: an uncompressed message
-        // appended to a write buffer that has room.
-        let compress = self.deflater.is_some() && self.compress && data.len() >= self.threshold;
-        let fits = !kind.is_control() || data.len() as u64 <= MAX_CONTROL_PAYLOAD;
-        if self.open.is_none() && !compress && fits {
-            if let Some(result) = self.shared.try_feed(kind.opcode(), 0, data) {
-                return result;
-            }
-        }
-        self.send_message(kind, data, false).await
+        self.send_message(kind.into(), data.as_ref(), false).await
     }
 
     /// Sends every fed message now.
     pub async fn flush(&mut self) -> Result<()> {
-        self.shared.flush_pending(self.deadline).await
+        let shared = &self.shared;
+        if poll_fn(|cx| Poll::Ready(shared.try_flush_pending(cx).is_ready())).await {
+            return shared.sticky_write_error().map_or(Ok(()), Err);
+        }
+        Box::pin(shared.flush_pending(self.deadline)).await
     }
 
+    /// Sends (`now`) or feeds one whole message, as one frame.
     async fn send_message(&mut self, kind: MessageType, data: &[u8], now: bool) -> Result<()> {
-        self.finish_open().await?;
-        let deadline = self.deadline;
-        if kind.is_control() {
-            if data.len() as u64 > MAX_CONTROL_PAYLOAD {
-                return Err(Error::InvalidControlFrame);
-            }
-            return self.shared.send_frame(kind.opcode(), 0, data, deadline, now).await;
+        if self.open.is_some() {
+            Box::pin(self.finish_open()).await?;
         }
-        if let Some(deflater) =
-            self.deflater.as_mut().filter(|d| self.compress && data.len() >= self.threshold && d.can_compress())
-        {
-            self.scratch.clear();
-            deflater.compress_message(data, &mut self.scratch);
-            let result = self.shared.send_frame(kind.opcode(), RSV1, &self.scratch, deadline, now).await;
-            if result.is_err() {
-                // The message did not go out, but the compressor saw it.
+        if kind.is_control() && data.len() as u64 > MAX_CONTROL_PAYLOAD {
+            return Err(Error::InvalidControlFrame);
+        }
+        let wanted = !kind.is_control() && self.compress && data.len() >= self.threshold;
+        let (rsv, payload): (u8, &[u8]) = match self.deflater.as_deref_mut().filter(|d| wanted && d.can_compress()) {
+            Some(deflater) => {
+                self.scratch.clear();
+                deflater.compress_message(data, &mut self.scratch);
+                (RSV1, &self.scratch)
+            }
+            None => (0, data),
+        };
+        let result = deliver(&self.shared, self.deadline, kind.opcode(), rsv, payload, now).await;
+        if result.is_err() && rsv == RSV1 {
+            if let Some(deflater) = &mut self.deflater {
+                // The message may not have gone out, but the compressor saw it.
                 deflater.reset();
             }
-            return result;
         }
-        self.shared.send_frame(kind.opcode(), 0, data, deadline, now).await
+        result
     }
 
     /// Sends a text message.
@@ -219,14 +220,14 @@ impl<S: Stream> WriteHalf<S> {
         let capacity = self.shared.config.write_buffer_size.max(1);
         // Streamed messages are compressed whatever their length: it is not known yet.
         let compressed = self.deflater_for(usize::MAX).is_some();
-        self.open = Some(OpenMessage {
+        self.open = Some(Box::new(OpenMessage {
             opcode: kind.opcode(),
             buf: BytesMut::with_capacity(capacity),
             compressed,
             flushed: false,
             sending: None,
             failed: None,
-        });
+        }));
         Ok(MessageWriter { half: self })
     }
 
@@ -246,7 +247,7 @@ impl<S: Stream> WriteHalf<S> {
     /// peer's close, then shuts the stream down. The read half must be read
     /// for the peer's close to be seen.
     pub async fn close(&mut self, frame: CloseFrame) -> Result<()> {
-        let _ = self.finish_open().await;
+        let _ = Box::pin(self.finish_open()).await;
         self.handle().close(frame).await
     }
 
@@ -302,7 +303,32 @@ pub(crate) async fn write_control<S: Stream>(
     if !kind.is_control() || data.len() as u64 > MAX_CONTROL_PAYLOAD {
         return Err(Error::InvalidControlFrame);
     }
-    shared.write_frame(kind.opcode(), true, 0, data, deadline).await
+    deliver(shared, deadline, kind.opcode(), 0, data, true).await
+}
+
+/// Sends (`now`) or feeds one final frame. The common case takes no wait and
+/// no allocation: the frame is appended to the write buffer and, when
+/// sending, the stream takes it at once. Everything else (a busy sink, a full
+/// buffer or socket, a large payload, a close frame) goes the general way,
+/// boxed, so that the futures callers keep in their tasks stay small.
+async fn deliver<S: Stream>(
+    shared: &Shared<S>,
+    deadline: Option<Instant>,
+    opcode: OpCode,
+    rsv: u8,
+    payload: &[u8],
+    now: bool,
+) -> Result<()> {
+    let attempt = if now {
+        poll_fn(|cx| Poll::Ready(shared.try_send(cx, opcode, rsv, payload))).await
+    } else {
+        shared.try_feed(opcode, rsv, payload).map_or(TrySend::NotTaken, TrySend::Done)
+    };
+    match attempt {
+        TrySend::Done(result) => result,
+        TrySend::Buffered => Box::pin(shared.flush_pending(deadline)).await,
+        TrySend::NotTaken => Box::pin(shared.send_frame(opcode, rsv, payload, deadline, now)).await,
+    }
 }
 
 fn start_fragment<S: Stream>(shared: &Arc<Shared<S>>, open: &mut OpenMessage, fin: bool, deadline: Option<Instant>) {

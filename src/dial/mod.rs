@@ -125,6 +125,10 @@ pub async fn connect(url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
 }
 
 impl Dialer {
+    fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     crate::conn::connection_options!();
 
     /// A dialer with the defaults of [`Dialer::default`].
@@ -220,10 +224,12 @@ impl Dialer {
     pub async fn connect(&self, url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
         let target = Target::parse(url)?;
         self.check_headers()?;
-        let dial = async {
+        // Boxed, so that the short-lived dialing state does not stay in the
+        // caller's future for the life of the connection.
+        let dial = Box::pin(async {
             let stream = self.open(&target).await?;
             self.handshake(stream, &target).await
-        };
+        });
         match self.handshake_timeout {
             Some(limit) => tokio::time::timeout(limit, dial).await.unwrap_or(Err(Error::Timeout)),
             None => dial.await,
@@ -235,7 +241,7 @@ impl Dialer {
     pub async fn connect_on<S: Stream>(&self, stream: S, url: &str) -> Result<(Conn<S>, Response<()>)> {
         let target = Target::parse(url)?;
         self.check_headers()?;
-        let handshake = self.handshake(stream, &target);
+        let handshake = Box::pin(self.handshake(stream, &target));
         match self.handshake_timeout {
             Some(limit) => tokio::time::timeout(limit, handshake).await.unwrap_or(Err(Error::Timeout)),
             None => handshake.await,

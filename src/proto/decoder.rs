@@ -92,7 +92,9 @@ pub struct Decoder {
     extension_rsv: u8,
     message: Option<OpenMessage>,
     payload: Option<PayloadState>,
-    inflater: Option<Inflater>,
+    /// Boxed: most connections never compress, and the decoder is part of
+    /// every connection's state.
+    inflater: Option<Box<Inflater>>,
     /// Compressed input taken from the buffer but not inflated yet.
     pending: BytesMut,
     /// The last inflation filled its output: the inflater may hold more.
@@ -154,7 +156,7 @@ impl Decoder {
     /// inflation, and held to the read limit by its inflated size.
     pub fn set_inflater(&mut self, inflater: Option<Inflater>) {
         self.extension_rsv = if inflater.is_some() { RSV1 } else { 0 };
-        self.inflater = inflater;
+        self.inflater = inflater.map(Box::new);
     }
 
     /// True while a data message has started and not yet ended.
