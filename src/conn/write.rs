@@ -137,7 +137,16 @@ impl<S: Stream> WriteHalf<S> {
     ///
     /// Text is sent as given: the application must make it valid UTF-8.
     pub async fn write_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
-        self.send_message(kind.into(), data.as_ref(), true).await
+        let (kind, data) = (kind.into(), data.as_ref());
+        if self.is_plain(kind, data) {
+            let shared = &self.shared;
+            match poll_fn(|cx| Poll::Ready(shared.try_send(cx, kind.opcode(), 0, data))).await {
+                TrySend::Done(result) => return result,
+                TrySend::Buffered => return Box::pin(shared.flush_pending(self.deadline)).await,
+                TrySend::NotTaken => {}
+            }
+        }
+        Box::pin(self.send_message(kind, data, true)).await
     }
 
     /// Adds a message to the write buffer without sending it yet, so that
@@ -148,7 +157,22 @@ impl<S: Stream> WriteHalf<S> {
     /// `read_message` and `feed_message` batches its replies and never
     /// leaves one behind while it waits.
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
-        self.send_message(kind.into(), data.as_ref(), false).await
+        let (kind, data) = (kind.into(), data.as_ref());
+        if self.is_plain(kind, data) {
+            if let Some(result) = self.shared.try_feed(kind.opcode(), 0, data) {
+                return result;
+            }
+        }
+        Box::pin(self.send_message(kind, data, false)).await
+    }
+
+    /// Whether a message goes out as it is, in one frame: no streamed
+    /// message is open, it is not to be compressed, and it is a valid size.
+    /// Such a message can take the quick path (see [`deliver`]).
+    fn is_plain(&self, kind: MessageType, data: &[u8]) -> bool {
+        let compress = !kind.is_control() && self.deflater.is_some() && self.compress && data.len() >= self.threshold;
+        let valid = !kind.is_control() || data.len() as u64 <= MAX_CONTROL_PAYLOAD;
+        self.open.is_none() && !compress && valid
     }
 
     /// Sends every fed message now.

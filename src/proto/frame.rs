@@ -105,23 +105,32 @@ impl FrameHeader {
 
     /// Writes the header with the shortest length encoding.
     pub fn encode(&self, out: &mut impl BufMut) {
-        let b0 = (u8::from(self.fin) << 7) | ((self.rsv & 0x7) << 4) | self.opcode.as_u8();
+        // Built on the stack and written with one call: a few `put_u8` calls
+        // each check the buffer's room, which shows on small frames.
+        let mut header = [0u8; MAX_HEADER_LEN];
+        header[0] = (u8::from(self.fin) << 7) | ((self.rsv & 0x7) << 4) | self.opcode.as_u8();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        out.put_u8(b0);
-        match self.payload_len {
-            len @ 0..=125 => out.put_u8(mask_bit | len as u8),
-            len @ 126..=0xffff => {
-                out.put_u8(mask_bit | 126);
-                out.put_u16(len as u16);
+        let mut len = match self.payload_len {
+            short @ 0..=125 => {
+                header[1] = mask_bit | short as u8;
+                2
             }
-            len => {
-                out.put_u8(mask_bit | 127);
-                out.put_u64(len);
+            medium @ 126..=0xffff => {
+                header[1] = mask_bit | 126;
+                header[2..4].copy_from_slice(&(medium as u16).to_be_bytes());
+                4
             }
-        }
+            long => {
+                header[1] = mask_bit | 127;
+                header[2..10].copy_from_slice(&long.to_be_bytes());
+                10
+            }
+        };
         if let Some(key) = self.mask {
-            out.put_slice(&key);
+            header[len..len + 4].copy_from_slice(&key);
+            len += 4;
         }
+        out.put_slice(&header[..len]);
     }
 }
 
