@@ -21,6 +21,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE_BYTES.fetch_add(layout.size() as isize, Relaxed);
         LIVE_BLOCKS.fetch_add(1, Relaxed);
+        let _ = THREAD_ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
         System.alloc(layout)
     }
 
@@ -33,6 +34,13 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
+
+/// The counts are process-wide: the tests that read them run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The echo loop of the README.
 async fn echo(upgrader: Upgrader, stream: TcpStream) -> silverback::Result<()> {
@@ -70,6 +78,7 @@ fn open_and_echo(addr: std::net::SocketAddr) -> std::net::TcpStream {
 
 #[test]
 fn an_idle_connection_keeps_under_2_kib_of_heap_in_4_blocks() {
+    let _serial = serial();
     const CONNECTIONS: usize = 200;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let addr = runtime.block_on(async {
@@ -108,6 +117,7 @@ fn an_idle_connection_keeps_under_2_kib_of_heap_in_4_blocks() {
 
 #[test]
 fn the_futures_a_connection_task_holds_stay_small() {
+    let _serial = serial();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -137,4 +147,112 @@ fn the_futures_a_connection_task_holds_stay_small() {
             assert!(size <= 320, "the {name} future is {size} bytes");
         }
     });
+}
+
+thread_local! {
+    /// Allocations made by this thread (the tests' runtimes run on it).
+    static THREAD_ALLOCATIONS: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts the allocations this thread makes while `f` runs.
+fn allocations_during<R>(f: impl FnOnce() -> R) -> (R, isize) {
+    let before = THREAD_ALLOCATIONS.with(|count| count.get());
+    let result = f();
+    (result, THREAD_ALLOCATIONS.with(|count| count.get()) - before)
+}
+
+/// A server-side connection over loopback, and the peer's blocking socket.
+fn server_conn(runtime: &tokio::runtime::Runtime) -> (Conn<TcpStream>, std::net::TcpStream) {
+    runtime.block_on(async {
+        // Room for every frame in flight (each small write costs the socket
+        // far more than its bytes), so that no write meets backpressure.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(8 << 20).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(16).unwrap();
+        let peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        (Conn::from_raw(stream, silverback::Role::Server, Default::default(), None, Default::default()), peer)
+    })
+}
+
+#[test]
+fn sending_small_messages_allocates_nothing_once_warm() {
+    let _serial = serial();
+    const MESSAGES: usize = 1000;
+    const WARM_UP: usize = 200;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut conn, mut peer) = server_conn(&runtime);
+    // The peer drains everything on its own thread, into a stack buffer.
+    let frame_len = 2 + 32;
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut left = (MESSAGES + WARM_UP) * frame_len * 2;
+        while left > 0 {
+            left -= peer.read(&mut buf[..left.min(4096)]).unwrap();
+        }
+    });
+    let payload = [b'x'; 32];
+    // Warm-up: spare write buffers, the stream's registration.
+    runtime.block_on(async {
+        for _ in 0..WARM_UP {
+            conn.write_message(MessageType::Text, payload).await.unwrap();
+            conn.feed_message(MessageType::Text, payload).await.unwrap();
+        }
+        conn.flush().await.unwrap();
+    });
+    let ((), writes) = allocations_during(|| {
+        runtime.block_on(async {
+            for _ in 0..MESSAGES {
+                conn.write_message(MessageType::Text, payload).await.unwrap();
+            }
+        })
+    });
+    let ((), feeds) = allocations_during(|| {
+        runtime.block_on(async {
+            for _ in 0..MESSAGES {
+                conn.feed_message(MessageType::Text, payload).await.unwrap();
+            }
+            conn.flush().await.unwrap();
+        })
+    });
+    let count = writes + feeds;
+    reader.join().unwrap();
+    // At most tokio's own list of deferred wake-ups, made afresh in each
+    // `block_on` when the task's budget runs out.
+    assert!(count <= 1, "{count} allocations for {} messages sent", 2 * MESSAGES);
+}
+
+#[test]
+fn receiving_pipelined_messages_allocates_per_read_not_per_message() {
+    let _serial = serial();
+    const MESSAGES: usize = 1000;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut conn, mut peer) = server_conn(&runtime);
+    let key = [1u8, 2, 3, 4];
+    let mut frames = Vec::new();
+    for i in 0..MESSAGES {
+        let text = format!("message {i:>24}");
+        frames.extend_from_slice(&[0x81, 0x80 | text.len() as u8]);
+        frames.extend_from_slice(&key);
+        frames.extend(text.bytes().enumerate().map(|(j, b)| b ^ key[j % 4]));
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("message {i:>24}")).collect();
+    peer.write_all(&frames).unwrap();
+    let (received, count) = allocations_during(|| {
+        runtime.block_on(async {
+            let mut received = 0;
+            for text in &expected {
+                let msg = conn.read_message().await.unwrap();
+                assert_eq!(msg.data, text.as_bytes());
+                received += 1;
+            }
+            received
+        })
+    });
+    assert_eq!(received, MESSAGES);
+    // Each read (up to 4 KiB, about 120 of these frames) takes one buffer
+    // and one shared-ownership record for the messages split from it; a
+    // frame cut by the end of a read moves to a buffer of its own.
+    assert!(count <= MESSAGES as isize / 10, "{count} allocations for {MESSAGES} messages received");
 }

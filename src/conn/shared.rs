@@ -30,10 +30,6 @@ use crate::proto::{OpCode, Role};
 /// being copied into the write buffer (unmasked frames only).
 const VECTORED_THRESHOLD: usize = 16 * 1024;
 
-/// Fed frames are held until at least this many bytes wait (or the write
-/// buffer size, if larger).
-const MIN_FEED_LIMIT: usize = 16 * 1024;
-
 /// The most released write buffers each thread keeps for reuse, so that a
 /// connection that goes idle between bursts does not allocate for every burst.
 const SPARE_WRITE_BUFFERS: usize = 16;
@@ -293,6 +289,15 @@ impl<S: Stream> Shared<S> {
             .flatten()
     }
 
+    /// Hands back an empty write buffer: a connection holds one only while
+    /// frames wait in it.
+    fn release_buffer(&self, buf: BytesMut) {
+        match &self.config.write_buffer_pool {
+            Some(pool) => pool.put(buf),
+            None => keep_spare_write_buffer(buf, self.config.write_buffer_size),
+        }
+    }
+
     /// A write buffer from the pool, or from this thread's spares, or a new one.
     fn new_write_buffer(&self) -> BytesMut {
         let size = self.config.write_buffer_size;
@@ -303,9 +308,10 @@ impl<S: Stream> Shared<S> {
         .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
-    /// Fed frames wait until this many bytes are buffered.
+    /// Fed frames wait until this many bytes are buffered: the write
+    /// buffer's size, so that it never grows for small frames.
     fn feed_limit(&self) -> usize {
-        self.config.write_buffer_size.max(MIN_FEED_LIMIT)
+        self.config.write_buffer_size
     }
 
     /// Tries to send every fed frame without waiting: `Ready` when they all
@@ -318,6 +324,14 @@ impl<S: Stream> Shared<S> {
             Some(Poll::Ready(_)) => Poll::Ready(()),
             _ => Poll::Pending,
         }
+    }
+
+    /// Polls the write-out of fed frames while no other writer holds the
+    /// sink: the waker is registered with the stream when it is full. `None`
+    /// when another writer holds the sink (nothing registered: use
+    /// [`Shared::flush_pending`]).
+    pub(crate) fn poll_flush_quick(&self, cx: &mut Context<'_>) -> Option<Poll<Result<()>>> {
+        self.sink.try_with(|sink| self.flush_now(sink, cx))
     }
 
     /// Sends a small final frame without waiting: appends it to the write
@@ -375,10 +389,8 @@ impl<S: Stream> Shared<S> {
         }
         buf.clear();
         self.pending.store(false, Ordering::Release);
-        if let Some(pool) = &self.config.write_buffer_pool {
-            if let Some(buf) = sink.buf.take() {
-                pool.put(buf);
-            }
+        if let Some(buf) = sink.buf.take() {
+            self.release_buffer(buf);
         }
         match failed {
             Some(e) => {
@@ -434,9 +446,10 @@ impl<S: Stream> Shared<S> {
         }
         self.pending.store(!buf.is_empty(), Ordering::Release);
         writer.with(|sink| {
-            match &self.config.write_buffer_pool {
-                Some(pool) if buf.is_empty() => pool.put(buf),
-                _ => sink.buf = Some(buf),
+            if buf.is_empty() {
+                self.release_buffer(buf);
+            } else {
+                sink.buf = Some(buf);
             }
             if let Err(e) = &result {
                 sink.error = Some(e.replay());
@@ -487,11 +500,10 @@ impl<S: Stream> Shared<S> {
     /// Drops the write buffer while nothing waits in it (the connection is
     /// idle); the next write takes a new one. With a pool it is already back.
     pub(crate) fn release_write_buffer(&self) {
-        let size = self.config.write_buffer_size;
         self.sink.try_with(|sink| {
             if sink.buf.as_ref().is_some_and(|buf| buf.is_empty()) {
                 if let Some(buf) = sink.buf.take() {
-                    keep_spare_write_buffer(buf, size);
+                    self.release_buffer(buf);
                 }
             }
         });

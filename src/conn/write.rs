@@ -142,7 +142,7 @@ impl<S: Stream> WriteHalf<S> {
             let shared = &self.shared;
             match poll_fn(|cx| Poll::Ready(shared.try_send(cx, kind.opcode(), 0, data))).await {
                 TrySend::Done(result) => return result,
-                TrySend::Buffered => return Box::pin(shared.flush_pending(self.deadline)).await,
+                TrySend::Buffered => return finish_flush(shared, self.deadline).await,
                 TrySend::NotTaken => {}
             }
         }
@@ -159,8 +159,16 @@ impl<S: Stream> WriteHalf<S> {
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
         let (kind, data) = (kind.into(), data.as_ref());
         if self.is_plain(kind, data) {
-            if let Some(result) = self.shared.try_feed(kind.opcode(), 0, data) {
+            let shared = &self.shared;
+            if let Some(result) = shared.try_feed(kind.opcode(), 0, data) {
                 return result;
+            }
+            // The buffer is full: write it out, and feed again.
+            if shared.has_pending() {
+                finish_flush(shared, self.deadline).await?;
+                if let Some(result) = shared.try_feed(kind.opcode(), 0, data) {
+                    return result;
+                }
             }
         }
         Box::pin(self.send_message(kind, data, false)).await
@@ -330,6 +338,25 @@ pub(crate) async fn write_control<S: Stream>(
     deliver(shared, deadline, kind.opcode(), 0, data, true).await
 }
 
+/// Waits until what the write buffer holds has been written (the buffer is
+/// full, or the stream took only part of it: it is full itself, or the task
+/// used up its tokio budget). Without a deadline and while no other writer holds the sink, this
+/// polls the write-out in place; otherwise it goes the general way, boxed.
+async fn finish_flush<S: Stream>(shared: &Shared<S>, deadline: Option<Instant>) -> Result<()> {
+    if deadline.is_none() {
+        let quick = poll_fn(|cx| match shared.poll_flush_quick(cx) {
+            Some(Poll::Ready(result)) => Poll::Ready(Some(result)),
+            Some(Poll::Pending) => Poll::Pending,
+            None => Poll::Ready(None),
+        })
+        .await;
+        if let Some(result) = quick {
+            return result;
+        }
+    }
+    Box::pin(shared.flush_pending(deadline)).await
+}
+
 /// Sends (`now`) or feeds one final frame. The common case takes no wait and
 /// no allocation: the frame is appended to the write buffer and, when
 /// sending, the stream takes it at once. Everything else (a busy sink, a full
@@ -350,7 +377,7 @@ async fn deliver<S: Stream>(
     };
     match attempt {
         TrySend::Done(result) => result,
-        TrySend::Buffered => Box::pin(shared.flush_pending(deadline)).await,
+        TrySend::Buffered => finish_flush(shared, deadline).await,
         TrySend::NotTaken => Box::pin(shared.send_frame(opcode, rsv, payload, deadline, now)).await,
     }
 }
