@@ -8,7 +8,8 @@
 //! |--------|--------------------------------------------------------------------|
 //! | 0      | flags: bit 0 read limit, bit 1 inflater, bit 2 inflater without    |
 //! |        | context takeover, bit 3 fragment limit, bit 4 frame size limit,   |
-//! |        | bit 5 override the extension RSV bits with byte 1                  |
+//! |        | bit 5 override the extension RSV bits with byte 1,                 |
+//! |        | bit 6 try `decode_message` before each `decode`                    |
 //! | 1      | RSV bits for the override (low 3 bits)                             |
 //! | 2..5   | read limit, u24 little-endian                                      |
 //! | 5..7   | fragment limit, u16 little-endian                                  |
@@ -16,7 +17,8 @@
 //! | 10..14 | chunk sizes, cycled (0: the whole rest of the stream at once)      |
 //!
 //! Properties checked:
-//! - `decode` never panics;
+//! - `decode` and `decode_message` never panic, and `decode_message`
+//!   consumes nothing when it returns no message;
 //! - `Data` only inside a message, `Start` and the one-step `Message` only
 //!   outside one, `End` closes it, and `in_message` / `open_message` agree
 //!   with the events;
@@ -47,6 +49,7 @@ struct Config {
     max_fragments: Option<u32>,
     max_frame_size: Option<u64>,
     rsv_override: Option<u8>,
+    whole_messages_first: bool,
     chunks: [u8; 4],
 }
 
@@ -60,6 +63,7 @@ impl Config {
             max_fragments: (flags & 8 != 0).then(|| u32::from(u16::from_le_bytes([b[5], b[6]]))),
             max_frame_size: (flags & 16 != 0).then(|| u24(7)),
             rsv_override: (flags & 32 != 0).then_some(b[1] & 0x7),
+            whole_messages_first: flags & 64 != 0,
             chunks: [b[10], b[11], b[12], b[13]],
         }
     }
@@ -207,6 +211,17 @@ fn run(config: Config, role: Role, stream: &[u8], sizes: &[u8]) -> (Vec<Seen>, R
         buf.extend_from_slice(&rest[..size]);
         rest = &rest[size..];
         loop {
+            if config.whole_messages_first {
+                let before = buf.len();
+                match decoder.decode_message(&mut buf) {
+                    Ok(Some((kind, data))) => {
+                        checker.event(&decoder, Event::Message { kind, data });
+                        continue;
+                    }
+                    Ok(None) => assert_eq!(buf.len(), before, "decode_message consumed input and gave no message"),
+                    Err(e) => return (checker.seen, Err(e)),
+                }
+            }
             match decoder.decode(&mut buf) {
                 Ok(Some(event)) => checker.event(&decoder, event),
                 Ok(None) => break,

@@ -368,31 +368,18 @@ impl<S: Stream> ReadHalf<S> {
             self.shared.config.read_buffer_size.max(remaining as usize).max(64)
         };
         let polled = if self.buf.is_empty() && remaining == 0 {
-            // Nothing buffered: read into the thread's scratch space, so that a
-            // connection waiting for input holds no read buffer of its own.
-            let shared = &*self.shared;
-            let read = with_read_scratch(want, |scratch| {
-                let mut read_buf = ReadBuf::new(scratch);
-                match shared.poll_read(cx, &mut read_buf) {
-                    Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(read_buf.filled()))),
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
-                }
-            });
+            // Nothing buffered: read into one of the thread's spare buffers,
+            // and give it back if nothing came, so that a connection waiting
+            // for input holds no read buffer of its own.
+            let mut buf = take_spare_read_buffer(std::mem::take(&mut self.buf));
+            buf.reserve(want);
+            let mut reader = SharedReader(&*self.shared);
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut buf);
             match read {
-                Poll::Ready(Ok(bytes)) => {
-                    let n = bytes.len();
-                    self.buf = bytes;
-                    Poll::Ready(Ok(n))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => {
-                    // Even empty, the buffer may keep the allocation it was
-                    // split from alive.
-                    self.buf = BytesMut::new();
-                    Poll::Pending
-                }
+                Poll::Ready(Ok(n)) if n > 0 => self.buf = buf,
+                _ => keep_spare_read_buffer(buf),
             }
+            read
         } else {
             self.buf.reserve(want);
             let mut reader = SharedReader(&*self.shared);
@@ -427,25 +414,38 @@ impl<S: Stream> ReadHalf<S> {
     }
 }
 
-/// The most bytes read at once into the shared scratch space.
-const READ_SCRATCH: usize = 64 * 1024;
+/// The most emptied read buffers each thread keeps for reuse.
+const SPARE_READ_BUFFERS: usize = 16;
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static READ_SPARES: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` over `len` bytes (at most 64 KiB) of this thread's read scratch space.
-fn with_read_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-    let len = len.min(READ_SCRATCH);
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut scratch) => {
-            if scratch.len() < len {
-                scratch.resize(READ_SCRATCH, 0);
+/// A read buffer for a connection that has none buffered: one of this
+/// thread's spares if there is one (else `empty`, which may still share the
+/// allocation of messages already handed out; `reserve` then reclaims it or
+/// allocates afresh).
+///
+/// A spare is an emptied buffer whose messages may still be alive: when they
+/// have all been dropped, `reserve` takes its whole allocation back without
+/// allocating; otherwise it allocates a new one and leaves the old to them.
+fn take_spare_read_buffer(empty: BytesMut) -> BytesMut {
+    READ_SPARES.with(|spares| spares.try_borrow_mut().ok().and_then(|mut spares| spares.pop())).unwrap_or(empty)
+}
+
+/// Keeps an emptied read buffer for the next read on this thread, or drops it
+/// when enough are kept.
+fn keep_spare_read_buffer(buf: BytesMut) {
+    if !buf.is_empty() {
+        return;
+    }
+    READ_SPARES.with(|spares| {
+        if let Ok(mut spares) = spares.try_borrow_mut() {
+            if spares.len() < SPARE_READ_BUFFERS {
+                spares.push(buf);
             }
-            f(&mut scratch[..len])
         }
-        Err(_) => f(&mut vec![0; len]),
-    })
+    });
 }
 
 struct SharedReader<'a, S>(&'a Shared<S>);
