@@ -56,7 +56,10 @@ impl From<MessageKind> for MessageType {
 pub struct Message {
     /// Text or binary.
     pub kind: MessageKind,
-    /// The payload.
+    /// The payload. A small message that arrived whole shares the read
+    /// buffer it came in (no copy): holding it keeps that buffer (up to the
+    /// read buffer size) allocated. Copy it (`Bytes::copy_from_slice`) to
+    /// keep it for long.
     pub data: Bytes,
 }
 
