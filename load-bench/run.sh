@@ -67,7 +67,9 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release/load-bench"
 [ -x "$bin" ] || { echo "run.sh: $bin not found" >&2; exit 1; }
 
 logs="$(mktemp -d "${TMPDIR:-/tmp}/load-bench.XXXXXX")"
-port=$((20000 + RANDOM % 20000))
+# Server ports below the kernel's ephemeral range, where the clients' own
+# connections (tens of thousands in the idle scenario) take theirs.
+port=$((10000 + RANDOM % 10000))
 load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
 started=$(date +%s)
 
@@ -78,16 +80,23 @@ notes=()
 run_case() {
   local case="$1" impl="$2" server_args="$3" scenario="$4"
   shift 4
-  port=$((port + 1))
-  local addr="127.0.0.1:$port" log="$logs/$case.$impl"
-  # shellcheck disable=SC2086 # server_args is a list of flags
-  taskset -c 0 "$bin" server "$impl" "$addr" $server_args >"$log.server.out" 2>"$log.server.err" &
-  local spid=$!
-  local i
-  for i in $(seq 100); do
+  local addr log="$logs/$case.$impl" spid i attempt
+  # A port still in use (by an earlier run's socket in TIME_WAIT, say) is
+  # skipped: a few tries on the next ports.
+  for attempt in 1 2 3 4 5; do
+    port=$((port + 1))
+    addr="127.0.0.1:$port"
+    # shellcheck disable=SC2086 # server_args is a list of flags
+    taskset -c 0 "$bin" server "$impl" "$addr" $server_args >"$log.server.out" 2>"$log.server.err" &
+    spid=$!
+    for i in $(seq 100); do
+      grep -q listening "$log.server.out" 2>/dev/null && break
+      kill -0 "$spid" 2>/dev/null || break
+      sleep 0.1
+    done
     grep -q listening "$log.server.out" 2>/dev/null && break
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.1
+    wait "$spid" 2>/dev/null || true
+    grep -q "Address already in use" "$log.server.err" 2>/dev/null || break
   done
   if ! grep -q listening "$log.server.out" 2>/dev/null; then
     notes+=("$case/$impl: server did not start: $(head -c 300 "$log.server.err")")
