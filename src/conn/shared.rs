@@ -234,9 +234,10 @@ impl<S: Stream> Shared<S> {
     }
 
     /// Writes one final frame now, or (`now` false) adds it to the write
-    /// buffer without sending it unless the buffer is full. Fed frames leave
-    /// with the next write, a flush, or when the reader is about to wait for
-    /// input.
+    /// buffer without sending it unless the buffer is full: the general path,
+    /// waiting for the sink, after [`Shared::try_feed`] or
+    /// [`Shared::try_send`] did not take the frame. Fed frames leave with the
+    /// next write, a flush, or when the reader is about to wait for input.
     pub(crate) async fn send_frame(
         &self,
         opcode: OpCode,
@@ -245,11 +246,6 @@ impl<S: Stream> Shared<S> {
         deadline: Option<Instant>,
         now: bool,
     ) -> Result<()> {
-        if !now {
-            if let Some(result) = self.try_feed(opcode, rsv, payload) {
-                return result;
-            }
-        }
         self.frame(Some((opcode, true, rsv, payload)), deadline, now).await
     }
 
@@ -320,7 +316,7 @@ impl<S: Stream> Shared<S> {
     /// (the sink is busy, or the stream took only part). The written part is
     /// removed from the buffer either way.
     pub(crate) fn try_flush_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.sink.try_with(|sink| self.flush_now(sink, cx)) {
+        match self.poll_flush_quick(cx) {
             Some(Poll::Ready(_)) => Poll::Ready(()),
             _ => Poll::Pending,
         }
@@ -340,25 +336,22 @@ impl<S: Stream> Shared<S> {
         match self.try_feed(opcode, rsv, payload) {
             None => TrySend::NotTaken,
             Some(Err(e)) => TrySend::Done(Err(e)),
-            Some(Ok(())) => match self.sink.try_with(|sink| self.flush_now(sink, cx)) {
+            Some(Ok(())) => match self.poll_flush_quick(cx) {
                 Some(Poll::Ready(result)) => TrySend::Done(result),
                 _ => TrySend::Buffered,
             },
         }
     }
 
-    /// The error every later write will fail with, if there is one already.
-    pub(crate) fn sticky_write_error(&self) -> Option<Error> {
-        self.sink.try_with(|sink| self.write_error(sink)).flatten()
-    }
-
     /// Writes out the write buffer without waiting; see [`Shared::try_flush_pending`].
+    /// A permanent write error is reported even when nothing waits, as the
+    /// general path does.
     fn flush_now(&self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if !self.has_pending() {
-            return Poll::Ready(Ok(()));
-        }
         if let Some(e) = self.unwritable(sink) {
             return Poll::Ready(Err(e));
+        }
+        if !self.has_pending() {
+            return Poll::Ready(Ok(()));
         }
         let Some(buf) = sink.buf.as_mut() else { return Poll::Ready(Ok(())) };
         let mut failed = None;

@@ -185,11 +185,7 @@ impl<S: Stream> WriteHalf<S> {
 
     /// Sends every fed message now.
     pub async fn flush(&mut self) -> Result<()> {
-        let shared = &self.shared;
-        if poll_fn(|cx| Poll::Ready(shared.try_flush_pending(cx).is_ready())).await {
-            return shared.sticky_write_error().map_or(Ok(()), Err);
-        }
-        Box::pin(shared.flush_pending(self.deadline)).await
+        finish_flush(&self.shared, self.deadline).await
     }
 
     /// Sends (`now`) or feeds one whole message, as one frame.
@@ -338,10 +334,11 @@ pub(crate) async fn write_control<S: Stream>(
     deliver(shared, deadline, kind.opcode(), 0, data, true).await
 }
 
-/// Waits until what the write buffer holds has been written (the buffer is
-/// full, or the stream took only part of it: it is full itself, or the task
-/// used up its tokio budget). Without a deadline and while no other writer holds the sink, this
-/// polls the write-out in place; otherwise it goes the general way, boxed.
+/// Waits until what the write buffer holds has been written: for `flush`,
+/// for a full buffer, or after the stream took only part of it (it is full
+/// itself, or the task used up its tokio budget). Without a deadline and
+/// while no other writer holds the sink, this polls the write-out in place;
+/// otherwise it goes the general way, boxed.
 async fn finish_flush<S: Stream>(shared: &Shared<S>, deadline: Option<Instant>) -> Result<()> {
     if deadline.is_none() {
         let quick = poll_fn(|cx| match shared.poll_flush_quick(cx) {
