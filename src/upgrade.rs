@@ -130,7 +130,8 @@ impl Upgrader {
 
     /// The subprotocols this server speaks. The first protocol in the client's
     /// list that is also in this one is chosen; none in common means no
-    /// `Sec-WebSocket-Protocol` in the response.
+    /// `Sec-WebSocket-Protocol` in the response. Only RFC 7230 tokens (the
+    /// names a client may send) can be chosen: any other entry never is.
     pub fn subprotocols<I, P>(mut self, protocols: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -211,6 +212,13 @@ impl Upgrader {
     /// Like [`Upgrader::accept`], with a callback that sees the request
     /// (path, cookies, authorization) before it is accepted and returns extra
     /// response headers, or a rejection to answer instead.
+    ///
+    /// A `Sec-WebSocket-Protocol` among the headers chooses the subprotocol in
+    /// place of [`Upgrader::subprotocols`]: it must name one subprotocol that
+    /// the client requested. The headers the handshake writes itself
+    /// (`Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
+    /// `Sec-WebSocket-Extensions`) may not be given. Breaking either rule
+    /// answers 500 and fails with [`Error::Handshake`].
     pub async fn accept_with<S, F>(&self, stream: S, callback: F) -> Result<Conn<S>>
     where
         S: Stream,
@@ -271,13 +279,23 @@ impl Upgrader {
         };
         let early = buf.split_off(parsed.head_len);
         let request = parsed.request;
-        let decision = self.decide(&request).and_then(|decision| {
+        let decision = self.decide(&request).and_then(|mut decision| {
             let mut extra = callback(&request)?;
+            let internal = |reason: String| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, reason);
             if extra.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-                return Err(Rejection::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "extensions are negotiated by the upgrader, not by response headers",
-                ));
+                return Err(internal("extensions are negotiated by the upgrader, not by response headers".into()));
+            }
+            for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+                if extra.contains_key(&name) {
+                    return Err(internal(format!(
+                        "the handshake writes '{name}' itself; it cannot be a response header"
+                    )));
+                }
+            }
+            if let Some(chosen) =
+                handshake::take_response_subprotocol(&mut extra, request.headers()).map_err(internal)?
+            {
+                decision.protocol = Some(chosen);
             }
             if let Some(value) = decision.extensions_header() {
                 extra.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
@@ -311,18 +329,13 @@ impl Upgrader {
         if !origin_ok {
             return Err(Rejection::new(StatusCode::FORBIDDEN, "request origin not allowed by Upgrader.check_origin"));
         }
-        let deflate = self.options.compression.as_ref().and_then(|ours| {
+        let negotiated = self.options.compression.as_ref().and_then(|ours| {
             let offers = request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
-            extensions::server_negotiate(offers.filter_map(|v| v.to_str().ok()), ours)
+            extensions::server_negotiate_response(offers.filter_map(|v| v.to_str().ok()), ours)
         });
-        Ok(Decision { accept: valid.accept, protocol: self.choose_subprotocol(request.headers()), deflate })
-    }
-
-    fn choose_subprotocol(&self, headers: &HeaderMap) -> Option<String> {
-        handshake::requested_subprotocols(headers)
-            .into_iter()
-            .find(|wanted| self.options.subprotocols.iter().any(|ours| ours == wanted))
-            .map(str::to_owned)
+        let (deflate, extensions) = negotiated.map_or((None, None), |(params, header)| (Some(params), Some(header)));
+        let protocol = handshake::select_subprotocol(request.headers(), &self.options.subprotocols).map(str::to_owned);
+        Ok(Decision { accept: valid.accept, protocol, deflate, extensions })
     }
 
     /// The response for a refused handshake.
@@ -357,11 +370,13 @@ struct Decision {
     accept: String,
     protocol: Option<String>,
     deflate: Option<DeflateParams>,
+    /// The `Sec-WebSocket-Extensions` answer that goes with `deflate`.
+    extensions: Option<String>,
 }
 
 impl Decision {
     fn extensions_header(&self) -> Option<HeaderValue> {
-        self.deflate.and_then(|params| HeaderValue::from_str(&params.to_string()).ok())
+        self.extensions.as_deref().and_then(|value| HeaderValue::from_str(value).ok())
     }
 }
 

@@ -330,9 +330,11 @@ async fn upgrader_answers_each_offer_with_the_exact_parameters() {
         (&["permessage-deflate; client_max_window_bits"], "permessage-deflate"),
         // With a value: the server may echo it (RFC 7692 §7.1.2.2).
         (&["permessage-deflate; client_max_window_bits=10"], "permessage-deflate; client_max_window_bits=10"),
-        (&["permessage-deflate; client_max_window_bits=15"], "permessage-deflate"),
-        // server_max_window_bits must be answered with a value <= the offered one (§7.1.2.1).
+        (&["permessage-deflate; client_max_window_bits=15"], "permessage-deflate; client_max_window_bits=15"),
+        // server_max_window_bits must be answered with a value <= the offered one (§7.1.2.1),
+        // 15 included: a client that asked for it refuses a response without it.
         (&["permessage-deflate; server_max_window_bits=10"], "permessage-deflate; server_max_window_bits=10"),
+        (&["permessage-deflate; server_max_window_bits=15"], "permessage-deflate; server_max_window_bits=15"),
         (&["permessage-deflate; server_no_context_takeover"], "permessage-deflate; server_no_context_takeover"),
         (&["permessage-deflate; client_no_context_takeover"], "permessage-deflate; client_no_context_takeover"),
         (

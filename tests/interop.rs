@@ -52,6 +52,10 @@ enum Mode {
     BothNoContextTakeover,
     ServerWindow10,
     ClientWindow10,
+    /// `server_max_window_bits=15` named by the peer: offered by its client,
+    /// sent unasked by its server. silverback runs with the defaults, which
+    /// agree to the same parameters.
+    ServerWindow15,
 }
 
 impl Mode {
@@ -65,6 +69,7 @@ impl Mode {
             Mode::BothNoContextTakeover => "both_no_context_takeover",
             Mode::ServerWindow10 => "server_window_10",
             Mode::ClientWindow10 => "client_window_10",
+            Mode::ServerWindow15 => "server_window_15",
         }
     }
 
@@ -81,6 +86,7 @@ impl Mode {
             }
             Mode::ServerWindow10 => DeflateConfig { server_max_window_bits: 10, ..default },
             Mode::ClientWindow10 => DeflateConfig { client_max_window_bits: 10, ..default },
+            Mode::ServerWindow15 => default,
         })
     }
 
@@ -560,6 +566,9 @@ impl Peer {
 /// Checks an extensions header against the mode.
 fn check_extensions(value: &str, mode: Mode) -> Result<(), String> {
     let got = parse_extensions(value)?;
+    if mode == Mode::ServerWindow15 && !value.contains("server_max_window_bits=15") {
+        return Err(format!("mode {} expects server_max_window_bits=15 named in {value:?}", mode.name()));
+    }
     if got != mode.expected() {
         return Err(format!(
             "negotiated Sec-WebSocket-Extensions {value:?} means {got:?}; mode {} expects {:?}",
@@ -753,6 +762,25 @@ interop_tests! {
     client_window_10 => Mode::ClientWindow10;
 }
 
+/// `server_max_window_bits=15` (RFC 7692 §7.1.2.1): a server accepts an offer
+/// of it only by answering with it, even at the default value, and
+/// websockets refuses a response that leaves it out; a server may also send
+/// it unasked, and a client must take it. Python only: peer.js has no such
+/// mode.
+mod server_window_15 {
+    use super::*;
+
+    #[tokio::test]
+    async fn silverback_client_python_server() {
+        silverback_client(PeerKind::Python, Mode::ServerWindow15).await;
+    }
+
+    #[tokio::test]
+    async fn silverback_server_python_client() {
+        silverback_server(PeerKind::Python, Mode::ServerWindow15).await;
+    }
+}
+
 #[test]
 fn extension_header_reading() {
     assert_eq!(parse_extensions("none"), Ok(None));
@@ -769,6 +797,7 @@ fn extension_header_reading() {
         parse_extensions("permessage-deflate; client_max_window_bits=10; server_max_window_bits=15"),
         Ok(Mode::ClientWindow10.expected())
     );
+    assert_eq!(parse_extensions("permessage-deflate; server_max_window_bits=15"), Ok(Mode::ServerWindow15.expected()));
     for bad in ["permessage-deflate; client_max_window_bits", "x-webkit-deflate-frame", "permessage-deflate, x"] {
         assert!(parse_extensions(bad).is_err(), "{bad}");
     }

@@ -34,9 +34,16 @@ impl<S: Stream> Handle<S> {
         Handle { shared }
     }
 
-    /// Sends a close, ping or pong frame of at most 125 bytes. `deadline`
-    /// bounds the wait behind other writers and the write itself; a timeout
-    /// while waiting is not permanent, one during the write is.
+    /// Sends a close, ping or pong frame of at most 125 bytes and waits
+    /// until it is written. Control frames go ahead of data messages that
+    /// have not been queued yet, but never into the middle of a frame.
+    /// `deadline` bounds the wait: when it passes while the frame still
+    /// waits behind other frames, the frame is taken back and the failure
+    /// is not permanent; once the frame is under way, it is.
+    ///
+    /// Cancel safety: dropped before its frame was queued behind the others,
+    /// the frame is not sent; after, it is sent whole. A close frame is
+    /// always sent once queued.
     pub async fn write_control(
         &self,
         kind: MessageType,
@@ -58,7 +65,7 @@ impl<S: Stream> Handle<S> {
         // Boxed, so that the callers' futures do not carry the timers.
         Box::pin(async {
             let deadline = Instant::now() + self.shared.config.close_timeout;
-            let sent = self.shared.send_close(&frame.encode(), Some(deadline)).await;
+            let sent = self.shared.send_close(&frame.encode(), deadline).await;
             if sent.is_ok() {
                 self.shared.wait_close_received(deadline).await;
             }
@@ -74,7 +81,8 @@ impl<S: Stream> Handle<S> {
         self.shared.shutdown().await;
     }
 
-    /// True once a close frame has been sent.
+    /// True once a close frame has been sent (or queued behind frames
+    /// still being written).
     pub fn is_close_sent(&self) -> bool {
         self.shared.close_sent()
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::outbox::Origin;
 use super::shared::{Shared, Stream};
 use crate::proto::OpCode;
 
@@ -116,7 +117,10 @@ async fn run<S: Stream>(
                 return;
             }
             seq += 1;
-            if conn.write_frame(OpCode::Ping, true, 0, &seq.to_be_bytes(), Some(deadline)).await.is_err() {
+            let Ok(ping) = conn.queue_control(Origin::User, OpCode::Ping, &seq.to_be_bytes()) else { return };
+            // Drive the ping out: the connection may have no other writer.
+            let sent = std::future::poll_fn(|cx| conn.poll_control(cx, ping));
+            if let Ok(Err(_)) = tokio::time::timeout_at(deadline.into(), sent).await {
                 return;
             }
         }

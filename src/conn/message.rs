@@ -56,10 +56,13 @@ impl From<MessageKind> for MessageType {
 pub struct Message {
     /// Text or binary.
     pub kind: MessageKind,
-    /// The payload. A small message that arrived whole shares the read
-    /// buffer it came in (no copy): holding it keeps that buffer (up to the
-    /// read buffer size) allocated. Copy it (`Bytes::copy_from_slice`) to
-    /// keep it for long.
+    /// The payload. A message shares the read buffer it came in (no copy),
+    /// so holding it keeps that buffer allocated — but never a buffer much
+    /// larger than itself: a message of less than a quarter of a read buffer
+    /// that grew past 64 KiB (for a large frame) is copied out of it. A
+    /// small message thus keeps at most 64 KiB, and usually the read buffer
+    /// size (4 KiB by default), allocated; copy it
+    /// (`Bytes::copy_from_slice`) to keep many for long.
     pub data: Bytes,
 }
 

@@ -14,10 +14,11 @@ mod handlers;
 mod json;
 mod keepalive;
 mod message;
+mod outbox;
 mod prepared;
 mod read;
 mod shared;
-mod sink;
+mod wake;
 mod write;
 
 use std::fmt;
@@ -160,7 +161,7 @@ impl<S: Stream> Conn<S> {
 
     async fn close_handshake(&mut self, frame: CloseFrame) -> Result<()> {
         let deadline = Instant::now() + self.write.shared.config.close_timeout;
-        let sent = self.write.shared.send_close(&frame.encode(), Some(deadline)).await;
+        let sent = self.write.shared.send_close(&frame.encode(), deadline).await;
         if sent.is_ok() && self.read.error().is_none() {
             let _ = tokio::time::timeout_at(deadline.into(), self.read.drain_until_closed()).await;
         }

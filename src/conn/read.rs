@@ -15,15 +15,22 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
 use super::handlers::{received_code, CloseHandler, ControlContext, Handlers, PingPongHandler};
-use super::shared::{Shared, Stream};
+use super::outbox::Origin;
+use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
 use crate::proto::deflate::Inflater;
-use crate::proto::{CloseFrame, Decoder, Event, MessageKind, ProtocolError, Role};
+use crate::proto::{CloseFrame, Decoder, Event, MessageKind, OpCode, ProtocolError, Role};
 
-/// How long the reader waits to send a reply the protocol obliges (a pong, a
-/// close echo) before giving up on it, as gorilla does.
+/// How long the reader waits for its close frame (an echo, or the one that
+/// fails the connection) to leave before it shuts the stream down anyway.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A message's bytes are copied out of the read buffer when that buffer's
+/// allocation is larger than this and more than four times the message:
+/// a small message kept by the application then does not keep a buffer
+/// that grew for a large frame.
+const PIN_LIMIT: usize = 64 * 1024;
 
 /// The most the reader reserves ahead for a frame whose payload is still
 /// arriving. Up to this size a frame's payload lands in one allocation, so
@@ -33,8 +40,6 @@ const MAX_RESERVE: u64 = 1 << 20;
 
 /// Frames at least this large are read into room reserved for them.
 const LARGE_FRAME: usize = 64 * 1024;
-
-type Reply = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
 
 /// How a message begins.
 enum Begin {
@@ -65,7 +70,14 @@ pub struct ReadHalf<S: Stream> {
     deadline: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
     handlers: Handlers,
-    reply: Option<Reply>,
+    /// The message `read_message` is putting together, kept here so that a
+    /// dropped call loses nothing: its type and what arrived of it.
+    assembling: Option<(MessageKind, Option<BytesMut>)>,
+    /// The size of the allocation behind `buf`, as far as it is known.
+    buf_alloc: usize,
+    /// Our close frame is queued: wait (up to this timer) for it to leave,
+    /// then shut the stream down.
+    closing: Option<Timer>,
 }
 
 impl<S: Stream> fmt::Debug for ReadHalf<S> {
@@ -94,54 +106,83 @@ impl<S: Stream> ReadHalf<S> {
         }
         ReadHalf {
             shared,
+            buf_alloc: early.capacity(),
             buf: early,
             decoder,
             error: None,
             deadline: None,
             sleep: None,
             handlers: Handlers::default(),
-            reply: None,
+            assembling: None,
+            closing: None,
         }
     }
 
     /// Reads the next whole data message. Control frames that arrive first are
     /// handled by the handlers. A close from the peer ends in
     /// [`Error::Closed`]; every error is permanent.
+    ///
+    /// Cancel safety: this method is cancel-safe. Dropped before it returns
+    /// (a `select!` with a timer, say), it loses nothing: what arrived of a
+    /// message is kept, and the next call goes on with it.
     pub async fn read_message(&mut self) -> Result<Message> {
         // The common case, done without waiting: a whole message is buffered.
-        if self.reply.is_none() && self.error.is_none() {
+        if self.assembling.is_none() && self.closing.is_none() && self.error.is_none() {
             match self.decoder.decode_message(&mut self.buf) {
-                Ok(Some((kind, data))) => return Ok(Message { kind, data: data.freeze() }),
+                Ok(Some((kind, data))) => return Ok(self.message(kind, data)),
                 Ok(None) => {}
                 // Reported by the general path below, after the close frame.
                 Err(violation) => self.fail(violation),
             }
         }
-        let kind = match self.next_start().await? {
-            Begin::Whole(kind, data) => return Ok(Message { kind, data: data.freeze() }),
-            Begin::Streamed(kind) => kind,
-        };
-        let mut data: Option<BytesMut> = None;
-        poll_fn(|cx| loop {
+        poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
+        loop {
             match ready!(self.poll_event(cx))? {
+                DataEvent::Whole(kind, data) => return Poll::Ready(Ok(self.message(kind, data))),
+                DataEvent::Start(kind) => self.assembling = Some((kind, None)),
                 // Pieces of one frame are adjacent in the read buffer, so
-                // joining them is free; other pieces are copied.
-                DataEvent::Data(chunk) => match &mut data {
-                    Some(data) => data.unsplit(chunk),
-                    None => data = Some(chunk),
+                // joining them is free; other pieces are copied. Without a
+                // message under way, these are the rest of one whose
+                // `MessageReader` was dropped: skipped.
+                DataEvent::Data(chunk) => match &mut self.assembling {
+                    Some((_, Some(data))) => data.unsplit(chunk),
+                    Some((_, data)) => *data = Some(chunk),
+                    None => {}
                 },
-                DataEvent::End => return Poll::Ready(Ok::<(), Error>(())),
-                DataEvent::Start(_) | DataEvent::Whole(..) => {}
+                DataEvent::End => {
+                    if let Some((kind, data)) = self.assembling.take() {
+                        return Poll::Ready(Ok(self.message(kind, data.unwrap_or_default())));
+                    }
+                }
             }
-        })
-        .await?;
-        Ok(Message { kind, data: data.map(BytesMut::freeze).unwrap_or_default() })
+        }
+    }
+
+    /// A message handed to the application, copied out of a read buffer
+    /// much larger than itself (see [`PIN_LIMIT`]).
+    fn message(&self, kind: MessageKind, data: BytesMut) -> Message {
+        let data = if self.buf_alloc > PIN_LIMIT && data.len() < self.buf_alloc / 4 {
+            Bytes::copy_from_slice(&data)
+        } else {
+            data.freeze()
+        };
+        Message { kind, data }
     }
 
     /// Starts reading the next data message and returns its type and a reader
     /// that streams its payload without holding it whole. Whatever is left of
-    /// a previous message is skipped first.
+    /// a previous streamed message is skipped first; a message that a
+    /// dropped [`ReadHalf::read_message`] had begun is continued.
+    ///
+    /// Cancel safety: this method is cancel-safe.
     pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
+        if let Some((kind, data)) = self.assembling.take() {
+            let chunk = data.unwrap_or_default();
+            return Ok((kind, MessageReader { half: self, chunk, done: false }));
+        }
         Ok(match self.next_start().await? {
             Begin::Whole(kind, chunk) => (kind, MessageReader { half: self, chunk, done: true }),
             Begin::Streamed(kind) => (kind, MessageReader { half: self, chunk: BytesMut::new(), done: false }),
@@ -247,9 +288,8 @@ impl<S: Stream> ReadHalf<S> {
     /// sending obliged replies and failing the connection on violations.
     pub(crate) fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<DataEvent>> {
         loop {
-            if let Some(reply) = &mut self.reply {
-                ready!(reply.as_mut().poll(cx));
-                self.reply = None;
+            if self.closing.is_some() {
+                ready!(self.poll_closing(cx));
             }
             if let Some(e) = &self.error {
                 return Poll::Ready(Err(e.replay()));
@@ -260,7 +300,8 @@ impl<S: Stream> ReadHalf<S> {
                     // arrived of it, so that its pieces stay adjacent.
                     let rest = self.decoder.payload_remaining().min(MAX_RESERVE) as usize;
                     if rest >= LARGE_FRAME && rest > self.buf.len() {
-                        self.buf.reserve(rest - self.buf.len());
+                        let additional = rest - self.buf.len();
+                        self.reserve(additional);
                     }
                     return Poll::Ready(Ok(DataEvent::Start(kind)));
                 }
@@ -282,20 +323,11 @@ impl<S: Stream> ReadHalf<S> {
                 Ok(None) => match self.poll_fill(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(e)) => self.error = Some(e),
-                    // About to wait for input: first send what was fed, since
-                    // the peer may be waiting for it.
-                    Poll::Pending if self.shared.has_pending() => {
-                        if self.shared.try_flush_pending(cx).is_ready() {
-                            continue;
-                        }
-                        let shared = self.shared.clone();
-                        self.reply = Some(Box::pin(async move {
-                            let _ = shared.flush_pending(None).await;
-                        }));
-                    }
                     Poll::Pending => {
-                        // Idle: hold no buffers while waiting.
-                        self.shared.release_write_buffer();
+                        // About to wait for input: first send what was fed
+                        // (the peer may be waiting for it), and go on
+                        // sending it as the stream drains while we wait.
+                        self.shared.poll_write_idle(cx);
                         return Poll::Pending;
                     }
                 },
@@ -315,9 +347,9 @@ impl<S: Stream> ReadHalf<S> {
         self.error.get_or_insert(closed);
     }
 
-    /// Runs a handler and schedules the replies it asked for. After a close
-    /// frame (`closing`), the stream is shut down once our close has gone out:
-    /// the close handshake is then complete (RFC 6455 §7.1.1).
+    /// Runs a handler and queues the replies it asked for. After a close
+    /// frame (`closing`), the stream is shut down once our close has gone
+    /// out: the close handshake is then complete (RFC 6455 §7.1.1).
     fn run_handler(&mut self, closing: bool, handler: impl FnOnce(&mut ControlContext<'_>) -> Result<()>) {
         let mut replies = Vec::new();
         let mut deadline = self.deadline;
@@ -328,19 +360,16 @@ impl<S: Stream> ReadHalf<S> {
         if let Err(e) = result {
             self.error = Some(e);
         }
-        if replies.is_empty() && !closing {
-            return;
+        for (opcode, payload) in replies {
+            // Replies are queued, not waited for: the reader goes on reading.
+            // A pong may replace an earlier one that could not leave yet; a
+            // reply after our close, or after the write side failed, is moot.
+            let origin = if opcode == OpCode::Pong { Origin::ReaderPong } else { Origin::User };
+            let _ = self.shared.queue_control(origin, opcode, &payload);
         }
-        let shared = self.shared.clone();
-        self.reply = Some(Box::pin(async move {
-            for (opcode, payload) in replies {
-                let deadline = Instant::now() + REPLY_TIMEOUT;
-                let _ = shared.write_frame(opcode, true, 0, &payload, Some(deadline)).await;
-            }
-            if closing && shared.close_sent() {
-                shared.shutdown().await;
-            }
-        }));
+        if closing && self.shared.close_sent() {
+            self.start_closing();
+        }
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): send a close frame with the
@@ -348,12 +377,42 @@ impl<S: Stream> ReadHalf<S> {
     fn fail(&mut self, violation: ProtocolError) {
         let code = violation.close_code();
         self.error = Some(Error::Protocol(violation));
-        let shared = self.shared.clone();
-        self.reply = Some(Box::pin(async move {
-            let payload = CloseFrame::new(code, "").encode();
-            let _ = shared.send_close(&payload, Some(Instant::now() + REPLY_TIMEOUT)).await;
-            shared.shutdown().await;
-        }));
+        let _ = self.shared.queue_control(Origin::User, OpCode::Close, &CloseFrame::new(code, "").encode());
+        self.start_closing();
+    }
+
+    /// Arranges for the stream to be shut down once our close frame is out,
+    /// or after [`REPLY_TIMEOUT`] (or the read deadline) if it cannot leave.
+    fn start_closing(&mut self) {
+        let mut at = Instant::now() + REPLY_TIMEOUT;
+        if let Some(deadline) = self.deadline {
+            at = at.min(deadline);
+        }
+        self.closing = Some(Timer::new(Some(at)));
+    }
+
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(timer) = &mut self.closing {
+            if self.shared.poll_drained(cx).is_pending() {
+                ready!(timer.poll(cx));
+            }
+            ready!(self.shared.poll_shutdown(cx));
+            self.closing = None;
+        }
+        Poll::Ready(())
+    }
+
+    /// Reserves room in the read buffer, keeping track of the allocation
+    /// behind it.
+    fn reserve(&mut self, additional: usize) {
+        let before = self.buf.as_ptr();
+        self.buf.reserve(additional);
+        self.buf_alloc = if self.buf.as_ptr() != before {
+            // Moved: to a new allocation, or to the start of its own.
+            self.buf.capacity()
+        } else {
+            self.buf_alloc.max(self.buf.capacity())
+        };
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -371,17 +430,17 @@ impl<S: Stream> ReadHalf<S> {
             // Nothing buffered: read into one of the thread's spare buffers,
             // and give it back if nothing came, so that a connection waiting
             // for input holds no read buffer of its own.
-            let mut buf = take_spare_read_buffer(std::mem::take(&mut self.buf));
-            buf.reserve(want);
+            let spare = take_spare_read_buffer(std::mem::take(&mut self.buf));
+            let empty = std::mem::replace(&mut self.buf, spare);
+            self.reserve(want);
             let mut reader = SharedReader(&*self.shared);
-            let read = tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut buf);
-            match read {
-                Poll::Ready(Ok(n)) if n > 0 => self.buf = buf,
-                _ => keep_spare_read_buffer(buf),
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut self.buf);
+            if !matches!(read, Poll::Ready(Ok(n)) if n > 0) {
+                keep_spare_read_buffer(std::mem::replace(&mut self.buf, empty));
             }
             read
         } else {
-            self.buf.reserve(want);
+            self.reserve(want);
             let mut reader = SharedReader(&*self.shared);
             tokio_util::io::poll_read_buf(Pin::new(&mut reader), cx, &mut self.buf)
         };

@@ -1,34 +1,45 @@
-//! The state both halves of a connection share: the stream itself and the
-//! right to write frames.
+//! What the halves of a connection share: the stream, the write queue
+//! ([`Outbox`]), the close flags, and the one way bytes reach the stream.
 //!
-//! The stream sits behind a plain mutex that is held only for the length of
-//! one non-blocking `poll_read` or `poll_write`, so a reader waiting for input
-//! never blocks a writer. Whole frames are written under the async [`Sink`]
-//! lock, so frames from different tasks (a data message and a pong, say) never
-//! interleave their bytes.
+//! The stream sits behind a plain mutex held only for one non-blocking poll,
+//! so a reader waiting for input never blocks a writer. Writing is done under
+//! the outbox's plain mutex, by whichever task needs bytes to move — a
+//! writer waiting for its frame, the reader before it waits for input, a
+//! handle, the keepalive task — and always from the front of the one queue,
+//! with the connection's own waker ([`WriteWakers`]). No lock is held across
+//! an await, so no task can hold up another by being slow or by being
+//! dropped, and no wake-up is lost to another task polling the stream.
 
-use std::future::poll_fn;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use super::config::Config;
 use super::keepalive::KeepaliveState;
-use super::sink::{Sink, SinkLock};
+use super::outbox::{control_frame, ControlId, Origin, Outbox};
+use super::wake::WriteWakers;
 use crate::error::{Error, Result};
 use crate::proto::encoder::{encode_frame, encode_header};
+use crate::proto::mask::apply_mask;
 use crate::proto::{OpCode, Role};
 
-/// Payloads at least this large are written with a vectored write instead of
-/// being copied into the write buffer (unmasked frames only).
+/// Unmasked payloads at least this large are written straight from the
+/// caller's slice while the stream takes them (a vectored write after the
+/// header); only what it does not take is copied into the queue.
 const VECTORED_THRESHOLD: usize = 16 * 1024;
+
+/// Masked payloads at least this large are masked into the queue a piece of
+/// this size at a time while the stream takes them.
+const MASK_CHUNK: usize = 64 * 1024;
 
 /// The most released write buffers each thread keeps for reuse, so that a
 /// connection that goes idle between bursts does not allocate for every burst.
@@ -51,6 +62,9 @@ fn spare_write_buffer(size: usize) -> Option<BytesMut> {
 /// need one, or frees it when enough are kept already (or it has grown).
 fn keep_spare_write_buffer(mut buf: BytesMut, size: usize) {
     buf.clear();
+    // Takes back the room in front left by partial writes (no allocation:
+    // the buffer is empty and its own).
+    buf.reserve(size);
     if buf.capacity() != size {
         return;
     }
@@ -63,36 +77,54 @@ fn keep_spare_write_buffer(mut buf: BytesMut, size: usize) {
     });
 }
 
-/// How an attempt to send a frame without waiting went.
-pub(crate) enum TrySend {
-    /// Sent, or failed for good.
-    Done(Result<()>),
-    /// In the write buffer, which the stream did not take all of yet: finish
-    /// with [`Shared::flush_pending`].
-    Buffered,
-    /// Nothing done: take the general path.
-    NotTaken,
-}
-
-/// A frame to write: opcode, FIN, RSV bits, payload.
-type Frame<'a> = (OpCode, bool, u8, &'a [u8]);
-
 /// The bounds a stream must meet to carry a connection.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A data frame to queue.
+#[derive(Clone, Copy)]
+pub(crate) struct Frame<'a> {
+    pub(crate) opcode: OpCode,
+    pub(crate) fin: bool,
+    pub(crate) rsv: u8,
+    pub(crate) payload: &'a [u8],
+}
+
+/// Whether a queued data frame is written at once or waits for more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Written now, with everything queued before it.
+    Now,
+    /// Left in the buffer until it fills, a write, a flush, or the reader
+    /// waits for input.
+    Feed,
+}
+
+/// What became of a data frame handed to [`Shared::queue_frame`].
+#[derive(Debug)]
+pub(crate) enum Queued {
+    /// Written and flushed, or (fed) in the buffer with nothing to wait for.
+    Done,
+    /// Queued; out once everything up to this position is flushed.
+    Waiting(u64),
+    /// Not queued: the buffer is full; wait with [`Shared::poll_room`].
+    NoRoom,
+}
 
 pub(crate) struct Shared<S> {
     pub(crate) role: Role,
     pub(crate) config: Config,
     pub(crate) subprotocol: Option<String>,
     stream: Mutex<S>,
-    sink: SinkLock,
+    outbox: Mutex<Outbox>,
+    wakers: Arc<WriteWakers>,
+    /// The waker every write-side poll of the stream is made with.
+    stream_waker: Waker,
     close_sent: AtomicBool,
     close_received: AtomicBool,
     close_received_notify: Notify,
     shut_down: AtomicBool,
-    /// Fed frames wait in the sink's buffer.
-    pending: AtomicBool,
+    shutdown_done: AtomicBool,
     /// Present when keepalive pings are on.
     pub(crate) keepalive: Option<Arc<KeepaliveState>>,
     _drop_signal: Option<DropSignal>,
@@ -108,27 +140,29 @@ impl Drop for DropSignal {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding this lock can only come from the stream's own
-    // poll method; the stream is still the best state we have.
+    // A panic while holding these locks can only come from the stream's own
+    // poll methods; the state is still the best there is.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<S: Stream> Shared<S> {
     pub(crate) fn new(stream: S, role: Role, config: Config, subprotocol: Option<String>) -> Arc<Self> {
         let keepalive = config.ping_interval.map(|_| Arc::<KeepaliveState>::default());
-        // The write buffer is taken at the first write.
-        let buf = None;
+        let (wakers, stream_waker) = WriteWakers::new();
         Arc::new(Shared {
             role,
             config,
             subprotocol,
             stream: Mutex::new(stream),
-            sink: SinkLock::new(Sink { buf, error: None }),
+            // The write buffer is taken at the first write.
+            outbox: Mutex::new(Outbox::default()),
+            wakers,
+            stream_waker,
             close_sent: AtomicBool::new(false),
             close_received: AtomicBool::new(false),
             close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
-            pending: AtomicBool::new(false),
+            shutdown_done: AtomicBool::new(false),
             _drop_signal: keepalive.clone().map(DropSignal),
             keepalive,
         })
@@ -146,41 +180,355 @@ impl<S: Stream> Shared<S> {
         Pin::new(&mut *self.stream()).poll_read(cx, buf)
     }
 
-    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.stream()).poll_write(cx, data)
+    /// A fresh masking key for each client frame (RFC 6455 §5.3).
+    fn mask_key(&self) -> Option<[u8; 4]> {
+        matches!(self.role, Role::Client).then(rand::random)
     }
 
-    fn poll_write_vectored(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.stream()).poll_write_vectored(cx, bufs)
+    /// The write buffer's size: fed frames wait until this much is buffered,
+    /// and a frame is queued only while less than this waits before it.
+    fn limit(&self) -> usize {
+        self.config.write_buffer_size.max(1)
     }
 
-    async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            let n = poll_fn(|cx| self.poll_write(cx, data)).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            data = &data[n..];
+    /// Runs `f` on the outbox with the stream's write waker, then wakes the
+    /// waiting tasks if anything they wait on changed.
+    fn with_outbox<R>(&self, f: impl FnOnce(&mut Outbox, &mut Context<'_>) -> R) -> R {
+        let mut stream_cx = Context::from_waker(&self.stream_waker);
+        let (result, moved) = {
+            let mut outbox = lock(&self.outbox);
+            let before = outbox.progress();
+            let result = f(&mut outbox, &mut stream_cx);
+            (result, outbox.progress() != before)
+        };
+        if moved {
+            self.wakers.wake_all();
         }
-        Ok(())
+        result
     }
 
-    /// Writes `head` then `body` with as few system calls as the stream allows.
-    async fn write_all_vectored(&self, mut head: &[u8], mut body: &[u8]) -> io::Result<()> {
-        while !head.is_empty() {
-            let n = poll_fn(|cx| self.poll_write_vectored(cx, &[IoSlice::new(head), IoSlice::new(body)])).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            let from_head = n.min(head.len());
-            head = &head[from_head..];
-            body = &body[n - from_head..];
+    /// [`Shared::with_outbox`] for a wait: when `f` is not ready, the task is
+    /// registered to be woken at the next change.
+    fn poll_outbox<T>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnOnce(&mut Outbox, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let epoch = self.wakers.epoch();
+        let polled = self.with_outbox(f);
+        if polled.is_pending() && self.wakers.register(cx.waker(), epoch) {
+            // Something changed while we looked (possibly our own progress):
+            // look again soon rather than risk sleeping through it.
+            cx.waker().wake_by_ref();
         }
-        self.write_all(body).await
+        polled
     }
 
-    async fn flush(&self) -> io::Result<()> {
-        poll_fn(|cx| Pin::new(&mut *self.stream()).poll_flush(cx)).await
+    /// Writes queued bytes while the stream takes them, passing waiting
+    /// control frames into the queue as room frees up, then flushes the
+    /// stream. Ready when everything is out (or the write side failed).
+    fn pump(&self, outbox: &mut Outbox, cx: &mut Context<'_>) -> Poll<()> {
+        if outbox.failure().is_some() {
+            return Poll::Ready(());
+        }
+        let limit = self.limit();
+        loop {
+            outbox.hand_controls(limit, || self.new_write_buffer());
+            match self.write_some(outbox, cx) {
+                Some(Poll::Ready(())) => {}
+                Some(Poll::Pending) => return Poll::Pending,
+                None => break,
+            }
+            if outbox.failure().is_some() {
+                return Poll::Ready(());
+            }
+        }
+        if let Some(buf) = outbox.take_empty_buffer() {
+            self.release_buffer(buf);
+        }
+        if outbox.needs_flush() {
+            match Pin::new(&mut *self.stream()).poll_flush(cx) {
+                Poll::Ready(Ok(())) => outbox.flushed_all(),
+                Poll::Ready(Err(e)) => outbox.fail(Error::Io(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
+    }
+
+    /// One write of the queue's front bytes: `None` when the queue is empty.
+    fn write_some(&self, outbox: &mut Outbox, cx: &mut Context<'_>) -> Option<Poll<()>> {
+        let polled = {
+            let buf = outbox.buf.as_ref().filter(|buf| !buf.is_empty())?;
+            Pin::new(&mut *self.stream()).poll_write(cx, buf)
+        };
+        Some(match polled {
+            Poll::Ready(Ok(0)) => {
+                outbox.fail(Error::Io(io::ErrorKind::WriteZero.into()));
+                Poll::Ready(())
+            }
+            Poll::Ready(Ok(n)) => {
+                outbox.consumed(n);
+                Poll::Ready(())
+            }
+            Poll::Ready(Err(e)) => {
+                outbox.fail(Error::Io(e));
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        })
+    }
+
+    /// Whether a data frame of `len` payload bytes may join the queue now.
+    fn has_room(&self, outbox: &Outbox, mode: Mode, len: usize) -> bool {
+        let buffered = outbox.buffered();
+        buffered == 0
+            || match mode {
+                Mode::Now => buffered < self.limit(),
+                // The frame header is at most 14 bytes.
+                Mode::Feed => buffered + len + 14 < self.limit(),
+            }
+    }
+
+    /// Waits until a data frame of `len` payload bytes may be queued (what
+    /// waits before it is written out meanwhile), or the write side fails.
+    /// Nothing is queued, so dropping this wait has no effect.
+    pub(crate) fn poll_room(&self, cx: &mut Context<'_>, mode: Mode, len: usize) -> Poll<Result<()>> {
+        self.poll_outbox(cx, |outbox, stream_cx| {
+            if let Some(e) = outbox.refusal() {
+                return Poll::Ready(Err(e));
+            }
+            if !self.has_room(outbox, mode, len) {
+                let _ = self.pump(outbox, stream_cx);
+            }
+            if let Some(e) = outbox.refusal() {
+                return Poll::Ready(Err(e));
+            }
+            if self.has_room(outbox, mode, len) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// Queues a whole data frame — after the control frames that wait —
+    /// and writes what the stream takes now when `mode` says so or the
+    /// buffer is full. Without `force`, a frame that does not fit is refused
+    /// with [`Queued::NoRoom`]; `force` is for a caller that just waited for
+    /// room and has committed to the frame (compressed it).
+    pub(crate) fn queue_frame(&self, frame: Frame<'_>, mode: Mode, force: bool) -> Result<Queued> {
+        self.with_outbox(|outbox, cx| {
+            if let Some(e) = outbox.refusal() {
+                return Err(e);
+            }
+            let len = frame.payload.len();
+            if !force && !self.has_room(outbox, mode, len) {
+                return Ok(Queued::NoRoom);
+            }
+            let limit = self.limit();
+            outbox.hand_controls(limit, || self.new_write_buffer());
+            let write = mode == Mode::Now || outbox.buffered() + len + 14 >= limit;
+            let end = if write && len >= VECTORED_THRESHOLD {
+                self.queue_large(outbox, cx, frame)
+            } else {
+                let key = self.mask_key();
+                outbox.append(
+                    || self.new_write_buffer(),
+                    |buf| encode_frame(buf, frame.opcode, frame.fin, frame.rsv, key, frame.payload),
+                )
+            };
+            if !write {
+                return Ok(Queued::Done);
+            }
+            let _ = self.pump(outbox, cx);
+            if let Some(e) = outbox.failure() {
+                return Err(e);
+            }
+            Ok(if outbox.is_flushed(end) { Queued::Done } else { Queued::Waiting(end) })
+        })
+    }
+
+    /// Queues a large frame, writing as much of it as the stream takes
+    /// straight from `frame.payload` (unmasked) or masked a piece at a time;
+    /// what the stream does not take is copied into the queue whole, so that
+    /// the frame is complete there before anything else can follow it.
+    fn queue_large(&self, outbox: &mut Outbox, cx: &mut Context<'_>, frame: Frame<'_>) -> u64 {
+        let Frame { opcode, fin, rsv, payload } = frame;
+        let key = self.mask_key();
+        let make = || self.new_write_buffer();
+        outbox.append(make, |buf| encode_header(buf, opcode, fin, rsv, key, payload.len() as u64));
+        let Some(key) = key else {
+            let mut rest = payload;
+            while !rest.is_empty() && outbox.failure().is_none() {
+                let polled = {
+                    let head = outbox.buf.as_deref().unwrap_or_default();
+                    let bufs = [IoSlice::new(head), IoSlice::new(rest)];
+                    Pin::new(&mut *self.stream()).poll_write_vectored(cx, &bufs).map_ok(|n| (n, head.len()))
+                };
+                match polled {
+                    Poll::Ready(Ok((0, _))) => outbox.fail(Error::Io(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok((n, head))) => {
+                        let from_head = n.min(head);
+                        outbox.consumed(from_head);
+                        outbox.wrote_directly(n - from_head);
+                        rest = &rest[n - from_head..];
+                    }
+                    Poll::Ready(Err(e)) => outbox.fail(Error::Io(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if outbox.failure().is_some() {
+                return outbox.queued();
+            }
+            return outbox.append(make, |buf| buf.extend_from_slice(rest));
+        };
+        let mut offset = 0;
+        let mut done = 0;
+        let mut stream_takes = true;
+        while done < payload.len() {
+            let piece = if stream_takes { MASK_CHUNK.min(payload.len() - done) } else { payload.len() - done };
+            outbox.append(make, |buf| {
+                let start = buf.len();
+                buf.extend_from_slice(&payload[done..done + piece]);
+                offset = apply_mask(&mut buf[start..], key, offset);
+            });
+            done += piece;
+            while stream_takes && done < payload.len() {
+                match self.write_some(outbox, cx) {
+                    Some(Poll::Ready(())) if outbox.failure().is_some() => return outbox.queued(),
+                    Some(Poll::Ready(())) => {}
+                    Some(Poll::Pending) => stream_takes = false,
+                    None => break,
+                }
+            }
+        }
+        outbox.queued()
+    }
+
+    /// Waits until everything up to position `end` is written and flushed.
+    /// Dropping this wait leaves the bytes queued: the next write, flush or
+    /// read finishes them.
+    pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>, end: u64) -> Poll<Result<()>> {
+        self.poll_outbox(cx, |outbox, stream_cx| {
+            if let Some(e) = outbox.failure() {
+                return Poll::Ready(Err(e));
+            }
+            if !outbox.is_flushed(end) {
+                let _ = self.pump(outbox, stream_cx);
+            }
+            if let Some(e) = outbox.failure() {
+                return Poll::Ready(Err(e));
+            }
+            if outbox.is_flushed(end) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
+    /// The position after everything queued so far.
+    pub(crate) fn queued(&self) -> u64 {
+        lock(&self.outbox).queued()
+    }
+
+    /// Writes what waits without waiting, for the reader about to wait for
+    /// input: the peer may be waiting for it. When the stream is full the
+    /// task is registered to be woken as it drains, so that the reader goes
+    /// on writing while it waits; an idle connection gives its buffer back.
+    pub(crate) fn poll_write_idle(&self, cx: &mut Context<'_>) {
+        let _ = self.poll_outbox(cx, |outbox, stream_cx| {
+            if outbox.is_idle() {
+                if let Some(buf) = outbox.take_empty_buffer() {
+                    self.release_buffer(buf);
+                }
+                return Poll::Ready(());
+            }
+            self.pump(outbox, stream_cx)
+        });
+    }
+
+    /// Waits until nothing is left to write (or the write side failed).
+    pub(crate) fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_outbox(cx, |outbox, stream_cx| {
+            if outbox.failure().is_some() || outbox.is_idle() {
+                return Poll::Ready(());
+            }
+            self.pump(outbox, stream_cx)
+        })
+    }
+
+    /// Queues a control frame of at most 125 bytes and writes what the
+    /// stream takes now. A close frame is queued once: `Err(CloseSent)` after.
+    pub(crate) fn queue_control(&self, origin: Origin, opcode: OpCode, payload: &[u8]) -> Result<ControlId> {
+        let frame = control_frame(opcode, payload, self.mask_key());
+        let close = opcode == OpCode::Close;
+        let id = self.with_outbox(|outbox, cx| {
+            let id = outbox.queue_control(origin, close, frame)?;
+            let _ = self.pump(outbox, cx);
+            Ok::<_, Error>(id)
+        })?;
+        if close {
+            self.close_sent.store(true, Ordering::Release);
+        }
+        Ok(id)
+    }
+
+    /// Waits until the control frame `id` is written and flushed.
+    pub(crate) fn poll_control(&self, cx: &mut Context<'_>, id: ControlId) -> Poll<Result<()>> {
+        self.poll_outbox(cx, |outbox, stream_cx| {
+            if !outbox.is_control_out(id) {
+                let _ = self.pump(outbox, stream_cx);
+            }
+            if outbox.is_control_out(id) {
+                return Poll::Ready(Ok(()));
+            }
+            match outbox.failure() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            }
+        })
+    }
+
+    /// Takes back a control frame that is still waiting for room; false
+    /// when it is in the queue already.
+    pub(crate) fn withdraw(&self, id: ControlId) -> bool {
+        lock(&self.outbox).withdraw(id)
+    }
+
+    /// Fails the write side for good with `error` (a deadline that passed
+    /// while a frame was under way): what waits is dropped.
+    pub(crate) fn fail_writes(&self, error: Error) {
+        self.with_outbox(|outbox, _| outbox.fail(error));
+    }
+
+    /// The error the next data frame would fail with, if any.
+    pub(crate) fn refusal(&self) -> Option<Error> {
+        lock(&self.outbox).refusal()
+    }
+
+    /// Hands back an empty write buffer: a connection holds one only while
+    /// frames wait in it.
+    fn release_buffer(&self, buf: BytesMut) {
+        match &self.config.write_buffer_pool {
+            Some(pool) => {
+                let mut buf = buf;
+                buf.clear();
+                pool.put(buf)
+            }
+            None => keep_spare_write_buffer(buf, self.config.write_buffer_size),
+        }
+    }
+
+    /// A write buffer from the pool, or from this thread's spares, or a new one.
+    fn new_write_buffer(&self) -> BytesMut {
+        let size = self.config.write_buffer_size;
+        match &self.config.write_buffer_pool {
+            Some(pool) => pool.get(),
+            None => spare_write_buffer(size),
+        }
+        .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
     /// A keepalive ping went unanswered.
@@ -188,6 +536,7 @@ impl<S: Stream> Shared<S> {
         self.keepalive.as_ref().is_some_and(|k| k.expired())
     }
 
+    /// A close frame has been queued (it leaves after what was queued before it).
     pub(crate) fn close_sent(&self) -> bool {
         self.close_sent.load(Ordering::Acquire)
     }
@@ -219,332 +568,69 @@ impl<S: Stream> Shared<S> {
         let _ = tokio::time::timeout_at(deadline.into(), wait).await;
     }
 
-    /// Writes one frame, after any frames fed before it. `deadline` bounds
-    /// both the wait for the sink lock and the write itself; a timeout during
-    /// the write poisons the sink, since a frame may have gone out in part.
-    pub(crate) async fn write_frame(
-        &self,
-        opcode: OpCode,
-        fin: bool,
-        rsv: u8,
-        payload: &[u8],
-        deadline: Option<Instant>,
-    ) -> Result<()> {
-        self.frame(Some((opcode, fin, rsv, payload)), deadline, true).await
-    }
-
-    /// Writes one final frame now, or (`now` false) adds it to the write
-    /// buffer without sending it unless the buffer is full: the general path,
-    /// waiting for the sink, after [`Shared::try_feed`] or
-    /// [`Shared::try_send`] did not take the frame. Fed frames leave with the
-    /// next write, a flush, or when the reader is about to wait for input.
-    pub(crate) async fn send_frame(
-        &self,
-        opcode: OpCode,
-        rsv: u8,
-        payload: &[u8],
-        deadline: Option<Instant>,
-        now: bool,
-    ) -> Result<()> {
-        self.frame(Some((opcode, true, rsv, payload)), deadline, now).await
-    }
-
-    /// Feeds a small data frame without waiting: when the sink is free and the
-    /// frame fits under the feed limit, it is appended to the write buffer
-    /// right here. `None` means the caller must take the general path.
-    pub(crate) fn try_feed(&self, opcode: OpCode, rsv: u8, payload: &[u8]) -> Option<Result<()>> {
-        if opcode == OpCode::Close || payload.len() >= VECTORED_THRESHOLD {
-            return None;
-        }
-        self.sink
-            .try_with(|sink| {
-                if let Some(e) = self.unwritable(sink) {
-                    return Some(Err(e));
-                }
-                if self.close_sent() {
-                    return Some(Err(Error::CloseSent));
-                }
-                let buf = sink.buf.get_or_insert_with(|| self.new_write_buffer());
-                // The frame header is at most 14 bytes.
-                if buf.len() + payload.len() + 14 >= self.feed_limit() {
-                    return None;
-                }
-                match self.role {
-                    Role::Server => encode_frame(buf, opcode, true, rsv, None, payload),
-                    Role::Client => {
-                        let key: [u8; 4] = rand::random();
-                        encode_header(buf, opcode, true, rsv, Some(key), payload.len() as u64);
-                        let start = buf.len();
-                        buf.extend_from_slice(payload);
-                        crate::proto::mask::apply_mask(&mut buf[start..], key, 0);
-                    }
-                }
-                self.pending.store(true, Ordering::Release);
-                Some(Ok(()))
-            })
-            .flatten()
-    }
-
-    /// Hands back an empty write buffer: a connection holds one only while
-    /// frames wait in it.
-    fn release_buffer(&self, buf: BytesMut) {
-        match &self.config.write_buffer_pool {
-            Some(pool) => pool.put(buf),
-            None => keep_spare_write_buffer(buf, self.config.write_buffer_size),
-        }
-    }
-
-    /// A write buffer from the pool, or from this thread's spares, or a new one.
-    fn new_write_buffer(&self) -> BytesMut {
-        let size = self.config.write_buffer_size;
-        match &self.config.write_buffer_pool {
-            Some(pool) => pool.get(),
-            None => spare_write_buffer(size),
-        }
-        .unwrap_or_else(|| BytesMut::with_capacity(size))
-    }
-
-    /// Fed frames wait until this many bytes are buffered: the write
-    /// buffer's size, so that it never grows for small frames.
-    fn feed_limit(&self) -> usize {
-        self.config.write_buffer_size
-    }
-
-    /// Tries to send every fed frame without waiting: `Ready` when they all
-    /// went out (or the write failed, which the next write reports), `Pending`
-    /// when the caller must finish the job with [`Shared::flush_pending`]
-    /// (the sink is busy, or the stream took only part). The written part is
-    /// removed from the buffer either way.
-    pub(crate) fn try_flush_pending(&self, cx: &mut Context<'_>) -> Poll<()> {
-        match self.poll_flush_quick(cx) {
-            Some(Poll::Ready(_)) => Poll::Ready(()),
-            _ => Poll::Pending,
-        }
-    }
-
-    /// Polls the write-out of fed frames while no other writer holds the
-    /// sink: the waker is registered with the stream when it is full. `None`
-    /// when another writer holds the sink (nothing registered: use
-    /// [`Shared::flush_pending`]).
-    pub(crate) fn poll_flush_quick(&self, cx: &mut Context<'_>) -> Option<Poll<Result<()>>> {
-        self.sink.try_with(|sink| self.flush_now(sink, cx))
-    }
-
-    /// Sends a small final frame without waiting: appends it to the write
-    /// buffer (after what was fed) and has the stream take it all at once.
-    pub(crate) fn try_send(&self, cx: &mut Context<'_>, opcode: OpCode, rsv: u8, payload: &[u8]) -> TrySend {
-        match self.try_feed(opcode, rsv, payload) {
-            None => TrySend::NotTaken,
-            Some(Err(e)) => TrySend::Done(Err(e)),
-            Some(Ok(())) => match self.poll_flush_quick(cx) {
-                Some(Poll::Ready(result)) => TrySend::Done(result),
-                _ => TrySend::Buffered,
-            },
-        }
-    }
-
-    /// Writes out the write buffer without waiting; see [`Shared::try_flush_pending`].
-    /// A permanent write error is reported even when nothing waits, as the
-    /// general path does.
-    fn flush_now(&self, sink: &mut Sink, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if let Some(e) = self.unwritable(sink) {
-            return Poll::Ready(Err(e));
-        }
-        if !self.has_pending() {
-            return Poll::Ready(Ok(()));
-        }
-        let Some(buf) = sink.buf.as_mut() else { return Poll::Ready(Ok(())) };
-        let mut failed = None;
-        let mut written = 0;
-        while written < buf.len() {
-            match self.poll_write(cx, &buf[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
-                    break;
-                }
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(e)) => {
-                    failed = Some(e);
-                    break;
-                }
-                Poll::Pending => {
-                    bytes::Buf::advance(buf, written);
-                    return Poll::Pending;
-                }
+    /// Shuts down the write direction of the stream (a TCP FIN). What still
+    /// waits to be written is dropped and later writes fail; it never waits
+    /// behind a writer, whose peer may not be reading.
+    pub(crate) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shut_down.store(true, Ordering::Release);
+        self.poll_outbox(cx, |outbox, stream_cx| {
+            if !outbox.is_shut_down() {
+                outbox.shut_down();
             }
-        }
-        if failed.is_none() {
-            match Pin::new(&mut *self.stream()).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => failed = Some(e),
-                Poll::Pending => return Poll::Pending,
+            if self.shutdown_done.load(Ordering::Acquire) {
+                return Poll::Ready(());
             }
-        }
-        buf.clear();
-        self.pending.store(false, Ordering::Release);
-        if let Some(buf) = sink.buf.take() {
-            self.release_buffer(buf);
-        }
-        match failed {
-            Some(e) => {
-                let error = Error::Io(e);
-                let result = Err(error.replay());
-                sink.error = Some(error);
-                Poll::Ready(result)
+            let polled = Pin::new(&mut *self.stream()).poll_shutdown(stream_cx);
+            if polled.is_ready() {
+                self.shutdown_done.store(true, Ordering::Release);
             }
-            None => Poll::Ready(Ok(())),
-        }
+            polled.map(|_| ())
+        })
     }
 
-    /// Sends every frame fed so far.
-    pub(crate) async fn flush_pending(&self, deadline: Option<Instant>) -> Result<()> {
-        self.frame(None, deadline, true).await
-    }
-
-    /// True when fed frames wait in the write buffer.
-    pub(crate) fn has_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
-    }
-
-    async fn frame(&self, frame: Option<Frame<'_>>, deadline: Option<Instant>, now: bool) -> Result<()> {
-        let mut writer = match deadline {
-            None => self.sink.acquire().await,
-            Some(at) => tokio::time::timeout_at(at.into(), self.sink.acquire()).await.map_err(|_| Error::Timeout)?,
-        };
-        if let Some(e) = writer.with(|sink| self.unwritable(sink)) {
-            return Err(e);
-        }
-        if frame.is_none() && !self.has_pending() {
-            return Ok(());
-        }
-        if let Some((opcode, ..)) = frame {
-            if self.close_sent() {
-                return Err(Error::CloseSent);
-            }
-            if opcode == OpCode::Close {
-                self.close_sent.store(true, Ordering::Release);
-            }
-        }
-        let mut buf = writer.with(|sink| sink.buf.take()).unwrap_or_else(|| self.new_write_buffer());
-        let write = self.send(&mut buf, frame, now);
-        let result = match deadline {
-            None => write.await.map_err(Error::Io),
-            Some(at) => match tokio::time::timeout_at(at.into(), write).await {
-                Ok(r) => r.map_err(Error::Io),
-                Err(_) => Err(Error::Timeout),
-            },
-        };
-        if result.is_err() {
-            buf.clear();
-        }
-        self.pending.store(!buf.is_empty(), Ordering::Release);
-        writer.with(|sink| {
-            if buf.is_empty() {
-                self.release_buffer(buf);
-            } else {
-                sink.buf = Some(buf);
-            }
-            if let Err(e) = &result {
-                sink.error = Some(e.replay());
-            }
-        });
-        result
-    }
-
-    /// Appends `frame` after what `buf` already holds and writes it all out,
-    /// unless `now` is false and the buffer still has room.
-    async fn send(&self, buf: &mut BytesMut, frame: Option<Frame<'_>>, now: bool) -> io::Result<()> {
-        let feed_limit = self.feed_limit();
-        if let Some((opcode, fin, rsv, payload)) = frame {
-            match self.role {
-                Role::Server if payload.len() >= VECTORED_THRESHOLD => {
-                    encode_header(buf, opcode, fin, rsv, None, payload.len() as u64);
-                    self.write_all_vectored(buf, payload).await?;
-                    buf.clear();
-                    return self.flush().await;
-                }
-                Role::Server => encode_frame(buf, opcode, fin, rsv, None, payload),
-                Role::Client => {
-                    // RFC 6455 §5.3: a fresh, unpredictable key for every frame.
-                    let key: [u8; 4] = rand::random();
-                    let chunk = self.config.write_buffer_size.max(1024);
-                    encode_header(buf, opcode, fin, rsv, Some(key), payload.len() as u64);
-                    let mut offset = 0;
-                    for piece in payload.chunks(chunk) {
-                        let start = buf.len();
-                        buf.extend_from_slice(piece);
-                        offset = crate::proto::mask::apply_mask(&mut buf[start..], key, offset);
-                        if buf.len() >= feed_limit.max(chunk) {
-                            self.write_all(buf).await?;
-                            buf.clear();
-                        }
-                    }
-                }
-            }
-        }
-        if buf.is_empty() || (!now && buf.len() < feed_limit) {
-            return Ok(());
-        }
-        self.write_all(buf).await?;
-        buf.clear();
-        self.flush().await
-    }
-
-    /// Drops the write buffer while nothing waits in it (the connection is
-    /// idle); the next write takes a new one. With a pool it is already back.
-    pub(crate) fn release_write_buffer(&self) {
-        self.sink.try_with(|sink| {
-            if sink.buf.as_ref().is_some_and(|buf| buf.is_empty()) {
-                if let Some(buf) = sink.buf.take() {
-                    self.release_buffer(buf);
-                }
-            }
-        });
-    }
-
-    /// The error the next write would fail with, if any.
-    pub(crate) async fn sticky_error(&self) -> Option<Error> {
-        let mut writer = self.sink.acquire().await;
-        writer.with(|sink| self.write_error(sink)).or_else(|| self.close_sent().then_some(Error::CloseSent))
-    }
-
-    /// The permanent write error, if there is one; what was fed is then
-    /// dropped, since it can no longer go out.
-    fn unwritable(&self, sink: &mut Sink) -> Option<Error> {
-        let error = self.write_error(sink)?;
-        if let Some(buf) = &mut sink.buf {
-            buf.clear();
-        }
-        self.pending.store(false, Ordering::Release);
-        Some(error)
-    }
-
-    /// The permanent write error: the first failure, or the stream being shut down.
-    fn write_error(&self, sink: &Sink) -> Option<Error> {
-        match &sink.error {
-            Some(e) => Some(e.replay()),
-            None if self.shut_down.load(Ordering::Acquire) => {
-                Some(if self.close_sent() { Error::CloseSent } else { Error::Io(io::ErrorKind::NotConnected.into()) })
-            }
-            None => None,
-        }
-    }
-
-    /// Shuts down the write direction of the stream (a TCP FIN), once. It
-    /// does not wait for the sink lock, so a writer blocked on a peer that does
-    /// not read cannot hold it up; later writes fail.
+    /// [`Shared::poll_shutdown`] as a future.
     pub(crate) async fn shutdown(&self) {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = poll_fn(|cx| Pin::new(&mut *self.stream()).poll_shutdown(cx)).await;
+        std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
     }
 
-    /// Sends a close frame unless one was sent already.
-    pub(crate) async fn send_close(&self, payload: &[u8], deadline: Option<Instant>) -> Result<()> {
-        match self.write_frame(OpCode::Close, true, 0, payload, deadline).await {
-            Err(Error::CloseSent) => Ok(()),
-            other => other,
+    /// Queues a close frame unless one was queued already, and waits until
+    /// it is out or `deadline` passes (then it stays queued).
+    pub(crate) async fn send_close(&self, payload: &[u8], deadline: Instant) -> Result<()> {
+        let id = match self.queue_control(Origin::User, OpCode::Close, payload) {
+            Ok(id) => id,
+            Err(Error::CloseSent) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let wait = std::future::poll_fn(|cx| self.poll_control(cx, id));
+        tokio::time::timeout_at(deadline.into(), wait).await.unwrap_or(Err(Error::Timeout))
+    }
+}
+
+/// A deadline as a pollable timer, made only when a wait comes to it.
+#[derive(Debug, Default)]
+pub(crate) struct Timer {
+    at: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Timer {
+    pub(crate) fn new(at: Option<Instant>) -> Self {
+        Timer { at, sleep: None }
+    }
+
+    /// Moves the deadline (a no-op when it is unchanged).
+    pub(crate) fn set(&mut self, at: Option<Instant>) {
+        if self.at != at {
+            *self = Timer::new(at);
         }
+    }
+
+    /// Ready once the deadline has passed; never without one.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.at else { return Poll::Pending };
+        if Instant::now() >= at {
+            return Poll::Ready(());
+        }
+        self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at.into()))).as_mut().poll(cx)
     }
 }

@@ -1,8 +1,15 @@
 //! The write half: whole messages ([`WriteHalf::write_message`]), streamed
 //! messages ([`WriteHalf::next_writer`]) and control frames.
+//!
+//! Every send goes through the connection's queue (see `outbox.rs`): a
+//! frame is queued whole, in one step, and then waited for. A send dropped
+//! before its frame was queued has no effect; one dropped after leaves the
+//! frame queued, to be finished by the next write, flush or read. Nothing
+//! that changes what goes on the wire (compression included) happens before
+//! the step that queues the frame.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,15 +19,14 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
-use super::shared::{Shared, Stream, TrySend};
+use super::outbox::{ControlId, Origin};
+use super::shared::{Frame, Mode, Queued, Shared, Stream, Timer};
 use super::{Handle, MessageType, PreparedMessage};
 use crate::error::{Error, Result};
 use crate::proto::decoder::MAX_CONTROL_PAYLOAD;
 use crate::proto::deflate::Deflater;
 use crate::proto::frame::RSV1;
 use crate::proto::{CloseFrame, MessageKind, OpCode, Role};
-
-type Send_ = Pin<Box<dyn Future<Output = (BytesMut, Result<()>)> + Send + Sync>>;
 
 /// A streamed message that has been started and not finished.
 struct OpenMessage {
@@ -31,9 +37,13 @@ struct OpenMessage {
     compressed: bool,
     /// The compressor's final flush is in `buf` (compressed messages).
     flushed: bool,
-    sending: Option<Send_>,
+    /// The end position of a queued fragment that is not out yet.
+    in_flight: Option<u64>,
+    /// The final fragment is queued: the message is whole on the queue.
+    finished: bool,
     /// A fragment failed: the message cannot be completed.
     failed: Option<Error>,
+    timer: Timer,
 }
 
 /// The sending half of a connection (see [`crate::Conn::split`]).
@@ -58,6 +68,68 @@ impl<S: Stream> fmt::Debug for WriteHalf<S> {
             .field("deadline", &self.deadline)
             .field("message_open", &self.open.is_some())
             .finish()
+    }
+}
+
+/// Waits for `f`, bounded by a write deadline: when it passes, the write
+/// side fails for good with [`Error::Timeout`] (a frame may be under way).
+async fn wait<S: Stream>(
+    shared: &Shared<S>,
+    timer: &mut Timer,
+    mut f: impl FnMut(&mut Context<'_>) -> Poll<Result<()>>,
+) -> Result<()> {
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = f(cx) {
+            return Poll::Ready(result);
+        }
+        ready!(timer.poll(cx));
+        shared.fail_writes(Error::Timeout);
+        Poll::Ready(Err(Error::Timeout))
+    })
+    .await
+}
+
+/// Waits until everything up to `end` is out: polled in place (no
+/// allocation) without a deadline, boxed with its timer otherwise.
+async fn flushed<S: Stream>(shared: &Shared<S>, deadline: Option<Instant>, end: u64) -> Result<()> {
+    if deadline.is_none() {
+        return poll_fn(|cx| shared.poll_flushed(cx, end)).await;
+    }
+    Box::pin(async {
+        let mut timer = Timer::new(deadline);
+        wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await
+    })
+    .await
+}
+
+/// Queues one final data frame, waiting for room first, and (unless it was
+/// only fed) waits until it is out.
+async fn deliver<S: Stream>(shared: &Shared<S>, deadline: Option<Instant>, frame: Frame<'_>, mode: Mode) -> Result<()> {
+    let mut timer = Timer::new(deadline);
+    loop {
+        match shared.queue_frame(frame, mode, false)? {
+            Queued::Done => return Ok(()),
+            Queued::Waiting(end) => return wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
+            Queued::NoRoom => {
+                wait(shared, &mut timer, |cx| shared.poll_room(cx, mode, frame.payload.len())).await?;
+            }
+        }
+    }
+}
+
+/// A control frame waited for; dropped before it went into the queue, it
+/// is taken back (close frames excepted: a close is never taken back).
+struct ControlWait<'a, S: Stream> {
+    shared: &'a Shared<S>,
+    id: ControlId,
+    keep: bool,
+}
+
+impl<S: Stream> Drop for ControlWait<'_, S> {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.shared.withdraw(self.id);
+        }
     }
 }
 
@@ -109,6 +181,8 @@ impl<S: Stream> WriteHalf<S> {
 
     /// Sends a [`PreparedMessage`]: its frame payload is made once per
     /// compression variant and shared by every connection that sends it.
+    ///
+    /// Cancel safety: as [`WriteHalf::write_message`].
     pub async fn write_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
         let kind = message.kind();
         if kind.is_control() {
@@ -118,35 +192,50 @@ impl<S: Stream> WriteHalf<S> {
             Box::pin(self.finish_open()).await?;
         }
         let len = message.data().len();
-        let Some(deflater) = self.deflater_for(len) else {
-            return deliver(&self.shared, self.deadline, kind.opcode(), 0, message.data(), true).await;
-        };
+        let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: message.data() };
+        if self.deflater_for(len).is_none() {
+            return deliver(&self.shared, self.deadline, frame, Mode::Now).await;
+        }
+        let mut timer = Timer::new(self.deadline);
+        let shared = &*self.shared;
+        wait(shared, &mut timer, |cx| shared.poll_room(cx, Mode::Now, len)).await?;
+        let Some(deflater) = self.deflater.as_deref_mut() else { return Ok(()) };
         let payload = message.compressed(deflater.window_bits(), deflater.level());
+        let queued = shared.queue_frame(Frame { rsv: RSV1, payload: &payload, ..frame }, Mode::Now, true);
         // The peer's window now holds bytes our compressor never saw: start
         // afresh so later messages refer only to what follows.
         if !deflater.no_context_takeover() {
             deflater.reset();
         }
-        deliver(&self.shared, self.deadline, kind.opcode(), RSV1, &payload, true).await
+        match queued? {
+            Queued::Waiting(end) => wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
+            Queued::Done | Queued::NoRoom => Ok(()),
+        }
     }
 
-    /// Sends a whole message as one frame. Control types (close, ping, pong)
-    /// are allowed and limited to 125 bytes. After a close frame was sent, by
-    /// any route, every write fails with [`Error::CloseSent`]. A failed write
-    /// (including a passed deadline) fails every later write.
+    /// Sends a whole message as one frame and waits until it is written.
+    /// Control types (close, ping, pong) are allowed and limited to 125
+    /// bytes. After a close frame was sent, by any route, every write fails
+    /// with [`Error::CloseSent`]. A write that fails, or whose deadline
+    /// passes, fails every later write.
     ///
     /// Text is sent as given: the application must make it valid UTF-8.
+    ///
+    /// Cancel safety: dropped before its frame was queued (while earlier
+    /// frames fill the write buffer), the message is not sent; dropped
+    /// after, it is sent whole, by the next write, flush or read of this
+    /// connection. Its frame is never cut short or mixed with another's.
     pub async fn write_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
         let (kind, data) = (kind.into(), data.as_ref());
         if self.is_plain(kind, data) {
-            let shared = &self.shared;
-            match poll_fn(|cx| Poll::Ready(shared.try_send(cx, kind.opcode(), 0, data))).await {
-                TrySend::Done(result) => return result,
-                TrySend::Buffered => return finish_flush(shared, self.deadline).await,
-                TrySend::NotTaken => {}
+            let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: data };
+            match self.shared.queue_frame(frame, Mode::Now, false)? {
+                Queued::Done => return Ok(()),
+                Queued::Waiting(end) => return flushed(&self.shared, self.deadline, end).await,
+                Queued::NoRoom => {}
             }
         }
-        Box::pin(self.send_message(kind, data, true)).await
+        Box::pin(self.send_message(kind, data, Mode::Now)).await
     }
 
     /// Adds a message to the write buffer without sending it yet, so that
@@ -156,77 +245,88 @@ impl<S: Stream> WriteHalf<S> {
     /// side of the connection is about to wait for input — so an echo loop of
     /// `read_message` and `feed_message` batches its replies and never
     /// leaves one behind while it waits.
+    ///
+    /// Cancel safety: as [`WriteHalf::write_message`].
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
         let (kind, data) = (kind.into(), data.as_ref());
-        if self.is_plain(kind, data) {
-            let shared = &self.shared;
-            if let Some(result) = shared.try_feed(kind.opcode(), 0, data) {
-                return result;
-            }
-            // The buffer is full: write it out, and feed again.
-            if shared.has_pending() {
-                finish_flush(shared, self.deadline).await?;
-                if let Some(result) = shared.try_feed(kind.opcode(), 0, data) {
-                    return result;
+        if self.is_plain(kind, data) && !kind.is_control() {
+            let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: data };
+            loop {
+                match self.shared.queue_frame(frame, Mode::Feed, false)? {
+                    Queued::Done => return Ok(()),
+                    // The buffer filled up and is being written out.
+                    Queued::Waiting(end) => return flushed(&self.shared, self.deadline, end).await,
+                    // Full: write it out (in place, without a deadline), then feed.
+                    Queued::NoRoom if self.deadline.is_none() => {
+                        let shared = &*self.shared;
+                        poll_fn(|cx| shared.poll_room(cx, Mode::Feed, data.len())).await?;
+                    }
+                    Queued::NoRoom => break,
                 }
             }
         }
-        Box::pin(self.send_message(kind, data, false)).await
+        Box::pin(self.send_message(kind, data, Mode::Feed)).await
     }
 
     /// Whether a message goes out as it is, in one frame: no streamed
     /// message is open, it is not to be compressed, and it is a valid size.
-    /// Such a message can take the quick path (see [`deliver`]).
     fn is_plain(&self, kind: MessageType, data: &[u8]) -> bool {
         let compress = !kind.is_control() && self.deflater.is_some() && self.compress && data.len() >= self.threshold;
-        let valid = !kind.is_control() || data.len() as u64 <= MAX_CONTROL_PAYLOAD;
-        self.open.is_none() && !compress && valid
+        self.open.is_none() && !compress && !kind.is_control()
     }
 
     /// Sends every fed message now.
+    ///
+    /// Cancel safety: dropping it leaves the fed messages queued, to leave
+    /// with the next write, flush or read.
     pub async fn flush(&mut self) -> Result<()> {
-        finish_flush(&self.shared, self.deadline).await
+        let (shared, mut timer) = (&*self.shared, Timer::new(self.deadline));
+        let end = shared.queued();
+        wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await
     }
 
-    /// Sends (`now`) or feeds one whole message, as one frame.
-    async fn send_message(&mut self, kind: MessageType, data: &[u8], now: bool) -> Result<()> {
+    /// Sends (`Mode::Now`) or feeds one whole message, as one frame.
+    async fn send_message(&mut self, kind: MessageType, data: &[u8], mode: Mode) -> Result<()> {
         if self.open.is_some() {
             Box::pin(self.finish_open()).await?;
         }
-        if kind.is_control() && data.len() as u64 > MAX_CONTROL_PAYLOAD {
-            return Err(Error::InvalidControlFrame);
+        if kind.is_control() {
+            return write_control(&self.shared, kind, data, self.deadline).await;
         }
-        let wanted = !kind.is_control() && self.compress && data.len() >= self.threshold;
-        let (rsv, payload): (u8, &[u8]) = match self.deflater.as_deref_mut().filter(|d| wanted && d.can_compress()) {
-            Some(deflater) => {
-                self.scratch.clear();
-                deflater.compress_message(data, &mut self.scratch);
-                (RSV1, &self.scratch)
-            }
-            None => (0, data),
-        };
-        let result = deliver(&self.shared, self.deadline, kind.opcode(), rsv, payload, now).await;
-        if result.is_err() && rsv == RSV1 {
-            if let Some(deflater) = &mut self.deflater {
-                // The message may not have gone out, but the compressor saw it.
+        let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: data };
+        if self.deflater_for(data.len()).is_none() {
+            return deliver(&self.shared, self.deadline, frame, mode).await;
+        }
+        let shared = &*self.shared;
+        let mut timer = Timer::new(self.deadline);
+        // Wait for room before compressing: the compressor must see only
+        // what is sure to be sent.
+        wait(shared, &mut timer, |cx| shared.poll_room(cx, mode, data.len())).await?;
+        let Some(deflater) = self.deflater.as_deref_mut() else { return Ok(()) };
+        self.scratch.clear();
+        deflater.compress_message(data, &mut self.scratch);
+        match shared.queue_frame(Frame { rsv: RSV1, payload: &self.scratch, ..frame }, mode, true) {
+            Err(e) => {
+                // The compressor saw a message that did not go out.
                 deflater.reset();
+                Err(e)
             }
+            Ok(Queued::Waiting(end)) => wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
+            Ok(Queued::Done | Queued::NoRoom) => Ok(()),
         }
-        result
     }
 
-    /// Sends a text message.
+    /// Sends a text message; see [`WriteHalf::write_message`].
     pub async fn write_text(&mut self, text: impl AsRef<str>) -> Result<()> {
         self.write_message(MessageType::Text, text.as_ref()).await
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message; see [`WriteHalf::write_message`].
     pub async fn write_binary(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
         self.write_message(MessageType::Binary, data).await
     }
 
-    /// Sends a control frame with its own `deadline`, which bounds both the
-    /// wait behind other writers and the write.
+    /// Sends a control frame with its own `deadline`; see [`Handle::write_control`].
     pub async fn write_control(
         &self,
         kind: MessageType,
@@ -242,7 +342,7 @@ impl<S: Stream> WriteHalf<S> {
     /// dropped unfinished is completed by the next write on this half.
     pub async fn next_writer(&mut self, kind: MessageKind) -> Result<MessageWriter<'_, S>> {
         self.finish_open().await?;
-        if let Some(e) = self.shared.sticky_error().await {
+        if let Some(e) = self.shared.refusal() {
             return Err(e);
         }
         let capacity = self.shared.config.write_buffer_size.max(1);
@@ -253,8 +353,10 @@ impl<S: Stream> WriteHalf<S> {
             buf: BytesMut::with_capacity(capacity),
             compressed,
             flushed: false,
-            sending: None,
+            in_flight: None,
+            finished: false,
             failed: None,
+            timer: Timer::new(self.deadline),
         }));
         Ok(MessageWriter { half: self })
     }
@@ -297,22 +399,25 @@ impl<S: Stream> WriteHalf<S> {
         poll_fn(|cx| self.poll_finish(cx, true)).await.map_err(Error::from)
     }
 
-    /// Drives the fragment being sent, then sends what is buffered, with FIN
-    /// when `fin`. With `fin`, the message is then over.
+    /// Waits for the fragment under way, then queues what is buffered as a
+    /// fragment — the final one when `fin` — and waits for it. With `fin`,
+    /// the message is then over.
     fn poll_finish(&mut self, cx: &mut Context<'_>, fin: bool) -> Poll<io::Result<()>> {
         let Some(open) = &mut self.open else {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };
-        let mut result = ready!(poll_sending(open, cx));
-        if result.is_ok() && fin && open.compressed && !open.flushed {
-            if let Some(deflater) = &mut self.deflater {
-                deflater.compress(&[], &mut open.buf, true);
+        open.timer.set(self.deadline);
+        let mut result = ready!(open.poll_in_flight(&self.shared, cx));
+        if result.is_ok() && fin && !open.finished {
+            if open.compressed && !open.flushed {
+                if let Some(deflater) = &mut self.deflater {
+                    deflater.compress(&[], &mut open.buf, true);
+                }
+                open.flushed = true;
             }
-            open.flushed = true;
-        }
-        if result.is_ok() && (fin || !open.buf.is_empty()) {
-            start_fragment(&self.shared, open, fin, self.deadline);
-            result = ready!(poll_sending(open, cx));
+            result = ready!(open.poll_fragment(&self.shared, cx, true));
+        } else if result.is_ok() && !fin && !open.buf.is_empty() {
+            result = ready!(open.poll_fragment(&self.shared, cx, false));
         }
         // A finished message, or one that can no longer be finished, is over.
         if fin || result.is_err() {
@@ -322,6 +427,70 @@ impl<S: Stream> WriteHalf<S> {
     }
 }
 
+impl OpenMessage {
+    /// Waits until the last queued fragment is out.
+    fn poll_in_flight<S: Stream>(&mut self, shared: &Shared<S>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = &self.failed {
+            return Poll::Ready(Err(e.replay().into()));
+        }
+        if let Some(end) = self.in_flight {
+            let result = match shared.poll_flushed(cx, end) {
+                Poll::Ready(result) => result,
+                Poll::Pending => {
+                    ready!(self.timer.poll(cx));
+                    shared.fail_writes(Error::Timeout);
+                    Err(Error::Timeout)
+                }
+            };
+            self.in_flight = None;
+            if let Err(e) = result {
+                self.failed = Some(e.replay());
+                return Poll::Ready(Err(e.into()));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues `buf` as the next fragment (once there is room) and waits for it.
+    fn poll_fragment<S: Stream>(
+        &mut self,
+        shared: &Shared<S>,
+        cx: &mut Context<'_>,
+        fin: bool,
+    ) -> Poll<io::Result<()>> {
+        let room = match shared.poll_room(cx, Mode::Now, self.buf.len()) {
+            Poll::Ready(result) => result,
+            Poll::Pending => {
+                ready!(self.timer.poll(cx));
+                shared.fail_writes(Error::Timeout);
+                Err(Error::Timeout)
+            }
+        };
+        // RFC 7692 §6: RSV1 marks the first frame of a compressed message only.
+        let rsv = if self.compressed && self.opcode != OpCode::Continuation { RSV1 } else { 0 };
+        let frame = Frame { opcode: self.opcode, fin, rsv, payload: &self.buf };
+        match room.and_then(|()| shared.queue_frame(frame, Mode::Now, true)) {
+            Ok(queued) => {
+                self.opcode = OpCode::Continuation;
+                self.buf.clear();
+                self.finished = fin;
+                if let Queued::Waiting(end) = queued {
+                    self.in_flight = Some(end);
+                }
+                self.poll_in_flight(shared, cx)
+            }
+            Err(e) => {
+                self.failed = Some(e.replay());
+                Poll::Ready(Err(e.into()))
+            }
+        }
+    }
+}
+
+/// Queues a control frame and waits until it is out. `deadline` bounds the
+/// wait: passed while the frame still waits for room it is taken back and
+/// the failure is not permanent; passed once it is in the queue, the write
+/// side fails for good.
 pub(crate) async fn write_control<S: Stream>(
     shared: &Shared<S>,
     kind: MessageType,
@@ -331,86 +500,32 @@ pub(crate) async fn write_control<S: Stream>(
     if !kind.is_control() || data.len() as u64 > MAX_CONTROL_PAYLOAD {
         return Err(Error::InvalidControlFrame);
     }
-    deliver(shared, deadline, kind.opcode(), 0, data, true).await
-}
-
-/// Waits until what the write buffer holds has been written: for `flush`,
-/// for a full buffer, or after the stream took only part of it (it is full
-/// itself, or the task used up its tokio budget). Without a deadline and
-/// while no other writer holds the sink, this polls the write-out in place;
-/// otherwise it goes the general way, boxed.
-async fn finish_flush<S: Stream>(shared: &Shared<S>, deadline: Option<Instant>) -> Result<()> {
-    if deadline.is_none() {
-        let quick = poll_fn(|cx| match shared.poll_flush_quick(cx) {
-            Some(Poll::Ready(result)) => Poll::Ready(Some(result)),
-            Some(Poll::Pending) => Poll::Pending,
-            None => Poll::Ready(None),
-        })
-        .await;
-        if let Some(result) = quick {
-            return result;
+    let opcode = kind.opcode();
+    let id = shared.queue_control(Origin::User, opcode, data)?;
+    let mut pending = ControlWait { shared, id, keep: opcode == OpCode::Close };
+    let mut timer = Timer::new(deadline);
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = shared.poll_control(cx, id) {
+            pending.keep = true;
+            return Poll::Ready(result);
         }
-    }
-    Box::pin(shared.flush_pending(deadline)).await
-}
-
-/// Sends (`now`) or feeds one final frame. The common case takes no wait and
-/// no allocation: the frame is appended to the write buffer and, when
-/// sending, the stream takes it at once. Everything else (a busy sink, a full
-/// buffer or socket, a large payload, a close frame) goes the general way,
-/// boxed, so that the futures callers keep in their tasks stay small.
-async fn deliver<S: Stream>(
-    shared: &Shared<S>,
-    deadline: Option<Instant>,
-    opcode: OpCode,
-    rsv: u8,
-    payload: &[u8],
-    now: bool,
-) -> Result<()> {
-    let attempt = if now {
-        poll_fn(|cx| Poll::Ready(shared.try_send(cx, opcode, rsv, payload))).await
-    } else {
-        shared.try_feed(opcode, rsv, payload).map_or(TrySend::NotTaken, TrySend::Done)
-    };
-    match attempt {
-        TrySend::Done(result) => result,
-        TrySend::Buffered => finish_flush(shared, deadline).await,
-        TrySend::NotTaken => Box::pin(shared.send_frame(opcode, rsv, payload, deadline, now)).await,
-    }
-}
-
-fn start_fragment<S: Stream>(shared: &Arc<Shared<S>>, open: &mut OpenMessage, fin: bool, deadline: Option<Instant>) {
-    let shared = shared.clone();
-    let opcode = open.opcode;
-    // RFC 7692 §6: RSV1 marks the first frame of a compressed message only.
-    let rsv = if open.compressed && opcode != OpCode::Continuation { RSV1 } else { 0 };
-    open.opcode = OpCode::Continuation;
-    let buf = std::mem::take(&mut open.buf);
-    open.sending = Some(Box::pin(async move {
-        let result = shared.write_frame(opcode, fin, rsv, &buf, deadline).await;
-        (buf, result)
-    }));
-}
-
-fn poll_sending(open: &mut OpenMessage, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    if let Some(e) = &open.failed {
-        return Poll::Ready(Err(e.replay().into()));
-    }
-    if let Some(sending) = &mut open.sending {
-        let (mut buf, result) = ready!(sending.as_mut().poll(cx));
-        open.sending = None;
-        buf.clear();
-        open.buf = buf;
-        if let Err(e) = result {
-            open.failed = Some(e.replay());
-            return Poll::Ready(Err(e.into()));
+        ready!(timer.poll(cx));
+        if pending.keep || !shared.withdraw(id) {
+            shared.fail_writes(Error::Timeout);
         }
-    }
-    Poll::Ready(Ok(()))
+        pending.keep = true;
+        Poll::Ready(Err(Error::Timeout))
+    })
+    .await
 }
 
 /// Writes one message in fragments (an [`AsyncWrite`]); see
 /// [`WriteHalf::next_writer`].
+///
+/// Cancel safety: a fragment is queued whole; a `write`, `flush` or
+/// `shutdown` dropped while it waits leaves it queued, and the next call
+/// (or the next write on the half, if the writer is dropped) goes on from
+/// there. Each message gets exactly one final frame.
 pub struct MessageWriter<'a, S: Stream> {
     half: &'a mut WriteHalf<S>,
 }
@@ -435,10 +550,13 @@ impl<S: Stream> AsyncWrite for MessageWriter<'_, S> {
         let Some(open) = &mut half.open else {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };
-        ready!(poll_sending(open, cx))?;
+        if open.finished {
+            return Poll::Ready(Err(Error::WriterClosed.into()));
+        }
+        open.timer.set(half.deadline);
+        ready!(open.poll_in_flight(&half.shared, cx))?;
         if open.buf.len() >= capacity {
-            start_fragment(&half.shared, open, false, half.deadline);
-            ready!(poll_sending(open, cx))?;
+            ready!(open.poll_fragment(&half.shared, cx, false))?;
         }
         if open.compressed {
             let n = data.len().min(capacity);

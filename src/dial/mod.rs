@@ -35,7 +35,7 @@ pub use tls::TlsRoots;
 
 use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
-use crate::proto::client_handshake::{self, RequestParts, RESERVED_HEADERS};
+use crate::proto::client_handshake::{self, RequestParts};
 use crate::proto::extensions::{self, DeflateConfig};
 use crate::proto::Role;
 use target::Target;
@@ -181,7 +181,9 @@ impl Dialer {
     }
 
     /// Subprotocols to offer, in order of preference. The server's choice must
-    /// be one of them.
+    /// be one of them. Each name must be an RFC 7230 token (visible ASCII, no
+    /// separators such as spaces, commas or quotes) and offered once; the dial
+    /// fails with [`Error::InvalidRequest`] before connecting otherwise.
     pub fn subprotocols<I, P>(mut self, protocols: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -192,7 +194,10 @@ impl Dialer {
     }
 
     /// Adds a request header (`Origin`, `Authorization`, …). The handshake's
-    /// own headers may not be set this way; the dial fails if they are.
+    /// own headers may not be set this way; the dial fails if they are. A
+    /// `Host` header replaces the URL's host in the request: it must be one
+    /// host with an optional port, given once, or the dial fails with
+    /// [`Error::InvalidRequest`] before connecting.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
         self
@@ -214,6 +219,9 @@ impl Dialer {
     }
 
     /// Stores cookies from handshake responses and sends them on later dials.
+    /// A `Cookie` value from the jar that cannot be a header value (a control
+    /// character) fails the dial with [`Error::InvalidRequest`] before
+    /// connecting.
     pub fn cookie_jar(mut self, jar: Arc<dyn CookieJar>) -> Self {
         self.jar = Some(jar);
         self
@@ -223,12 +231,12 @@ impl Dialer {
     /// Returns the connection and the server's `101` response.
     pub async fn connect(&self, url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
         let target = Target::parse(url)?;
-        self.check_headers()?;
+        let request = self.request(&target)?;
         // Boxed, so that the short-lived dialing state does not stay in the
         // caller's future for the life of the connection.
         let dial = Box::pin(async {
             let stream = self.open(&target).await?;
-            self.handshake(stream, &target).await
+            self.handshake(stream, &target, request).await
         });
         match self.handshake_timeout {
             Some(limit) => tokio::time::timeout(limit, dial).await.unwrap_or(Err(Error::Timeout)),
@@ -240,23 +248,62 @@ impl Dialer {
     /// connected (gorilla's `NewClient`); no proxy or TLS is added.
     pub async fn connect_on<S: Stream>(&self, stream: S, url: &str) -> Result<(Conn<S>, Response<()>)> {
         let target = Target::parse(url)?;
-        self.check_headers()?;
-        let handshake = Box::pin(self.handshake(stream, &target));
+        let request = self.request(&target)?;
+        let handshake = Box::pin(self.handshake(stream, &target, request));
         match self.handshake_timeout {
             Some(limit) => tokio::time::timeout(limit, handshake).await.unwrap_or(Err(Error::Timeout)),
             None => handshake.await,
         }
     }
 
-    fn check_headers(&self) -> Result<()> {
-        for name in
-            RESERVED_HEADERS.iter().chain((!self.subprotocols.is_empty()).then_some(&header::SEC_WEBSOCKET_PROTOCOL))
-        {
-            if self.headers.contains_key(name) {
-                return Err(Error::InvalidRequest(format!("duplicate header not allowed: {name}")));
+    /// Builds and checks the whole handshake request for `target`, before
+    /// any connection is made: nothing a caller gives (subprotocols, headers,
+    /// `Host`, cookies from the jar) can add a header or break a line.
+    fn request(&self, target: &Target) -> Result<Request> {
+        let invalid = Error::InvalidRequest;
+        client_handshake::check_subprotocols(&self.subprotocols).map_err(invalid)?;
+        let mut headers = self.headers.clone();
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (None, _) => target.host_header.clone(),
+            (Some(host), None) => {
+                let host = host.to_str().map_err(|_| invalid(format!("invalid Host {host:?}: not visible ASCII")))?;
+                client_handshake::check_host(host).map_err(invalid)?;
+                host.to_owned()
+            }
+            (Some(_), Some(_)) => return Err(invalid("more than one Host header".into())),
+        };
+        headers.remove(header::HOST);
+        if let Some(auth) = &target.basic_auth {
+            if !headers.contains_key(header::AUTHORIZATION) {
+                let value = HeaderValue::from_str(auth)
+                    .map_err(|_| invalid("the URL's user information cannot be sent as Authorization".into()))?;
+                headers.insert(header::AUTHORIZATION, value);
             }
         }
-        Ok(())
+        if let Some(cookies) = self.jar.as_ref().and_then(|jar| jar.cookies(&target.http_url())) {
+            // The value is not repeated in the error: it may be a secret.
+            let value = HeaderValue::from_str(&cookies).map_err(|_| {
+                invalid("the cookie jar gave a Cookie value with a control character; it cannot be sent".into())
+            })?;
+            headers.append(header::COOKIE, value);
+        }
+        let key = BASE64.encode(rand::random::<[u8; 16]>());
+        let offer = self.compression.as_ref().map(extensions::client_offers);
+        let mut bytes = BytesMut::with_capacity(256);
+        client_handshake::write_request(
+            &mut bytes,
+            &RequestParts {
+                resource: &target.resource,
+                host: &host,
+                key: &key,
+                subprotocols: &self.subprotocols,
+                extensions: offer.as_deref(),
+                headers: &headers,
+            },
+        )
+        .map_err(invalid)?;
+        Ok(Request { key, bytes })
     }
 
     async fn open_transport(&self, host: &str, port: u16) -> Result<ClientStream> {
@@ -273,6 +320,7 @@ impl Dialer {
     async fn open(&self, target: &Target) -> Result<ClientStream> {
         let mut stream = match self.proxy.resolve(target)? {
             Some(server) => {
+                server.check(target)?;
                 let mut stream = self.open_transport(&server.host, server.port).await?;
                 proxy::tunnel(&mut stream, &server, target).await?;
                 stream
@@ -294,42 +342,15 @@ impl Dialer {
         Ok(stream)
     }
 
-    async fn handshake<S: Stream>(&self, mut stream: S, target: &Target) -> Result<(Conn<S>, Response<()>)> {
-        let key = BASE64.encode(rand::random::<[u8; 16]>());
-        let mut headers = self.headers.clone();
-        if let Some(auth) = &target.basic_auth {
-            if !headers.contains_key(header::AUTHORIZATION) {
-                if let Ok(value) = HeaderValue::from_str(auth) {
-                    headers.insert(header::AUTHORIZATION, value);
-                }
-            }
-        }
-        let http_url = target.http_url();
-        if let Some(cookies) = self.jar.as_ref().and_then(|jar| jar.cookies(&http_url)) {
-            if let Ok(value) = HeaderValue::from_str(&cookies) {
-                headers.append(header::COOKIE, value);
-            }
-        }
-        let host_header = match self.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-            Some(host) => host.to_owned(),
-            None => target.host_header.clone(),
-        };
-        headers.remove(header::HOST);
-        let offer = self.compression.as_ref().map(extensions::client_offers);
-        let mut request = BytesMut::with_capacity(256);
-        client_handshake::write_request(
-            &mut request,
-            &RequestParts {
-                resource: &target.resource,
-                host: &host_header,
-                key: &key,
-                subprotocols: &self.subprotocols,
-                extensions: offer.as_deref(),
-                headers: &headers,
-            },
-        );
-        stream.write_all(&request).await?;
+    async fn handshake<S: Stream>(
+        &self,
+        mut stream: S,
+        target: &Target,
+        request: Request,
+    ) -> Result<(Conn<S>, Response<()>)> {
+        stream.write_all(&request.bytes).await?;
         stream.flush().await?;
+        let http_url = target.http_url();
 
         let mut buf = BytesMut::with_capacity(1024);
         let parsed = loop {
@@ -356,7 +377,7 @@ impl Dialer {
                 jar.set_cookies(&http_url, &set);
             }
         }
-        let protocol = match client_handshake::validate_response(&response, &key, &self.subprotocols) {
+        let protocol = match client_handshake::validate_response(&response, &request.key, &self.subprotocols) {
             Ok(protocol) => protocol,
             Err(reason) => {
                 read_body_excerpt(&mut stream, &response, &mut early).await;
@@ -387,6 +408,14 @@ impl Dialer {
         let conn = Conn::from_raw(stream, Role::Client, config, protocol, early);
         Ok((conn, response))
     }
+}
+
+/// A checked handshake request, ready to send.
+struct Request {
+    /// The `Sec-WebSocket-Key` it carries.
+    key: String,
+    /// The request head.
+    bytes: BytesMut,
 }
 
 fn bad_handshake(reason: String, response: Response<()>) -> Error {

@@ -12,6 +12,7 @@ use url::Url;
 use super::target::{percent_decode, Target};
 use crate::conn::Stream;
 use crate::error::{Error, Result};
+use crate::proto::client_handshake::check_host;
 
 /// The largest proxy reply head read before giving up.
 const MAX_REPLY_BYTES: usize = 8 * 1024;
@@ -47,6 +48,15 @@ pub(crate) enum ProxyKind {
 }
 
 impl ProxyServer {
+    /// Checks, before connecting to the proxy, that the tunnel to `target`
+    /// can be asked for.
+    pub(crate) fn check(&self, target: &Target) -> Result<()> {
+        match self.kind {
+            ProxyKind::HttpConnect => connect_request(self, target).map(drop),
+            ProxyKind::Socks5 => Ok(()),
+        }
+    }
+
     pub(crate) fn from_url(url: &Url) -> Result<ProxyServer> {
         let (kind, default_port) = match url.scheme() {
             "http" => (ProxyKind::HttpConnect, 80),
@@ -128,17 +138,33 @@ pub(crate) async fn tunnel<S: Stream>(stream: &mut S, proxy: &ProxyServer, targe
     }
 }
 
-async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
-    let authority = if target.host.contains(':') {
+/// The `host:port` a CONNECT names for `target`.
+fn authority(target: &Target) -> String {
+    if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
     } else {
         format!("{}:{}", target.host, target.port)
-    };
+    }
+}
+
+/// The CONNECT request head for `target`. The target's host comes from a
+/// parsed URL and cannot hold a space or control character; it is checked
+/// all the same, so that nothing but `host:port` reaches the request line.
+/// The credentials are sent in base64, which no byte of theirs can break.
+fn connect_request(proxy: &ProxyServer, target: &Target) -> Result<String> {
+    let authority = authority(target);
+    check_host(&authority).map_err(|why| Error::InvalidRequest(format!("cannot ask the proxy for a tunnel: {why}")))?;
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if let Some((user, pass)) = &proxy.user {
         request.push_str(&format!("Proxy-Authorization: Basic {}\r\n", BASE64.encode(format!("{user}:{pass}"))));
     }
     request.push_str("\r\n");
+    Ok(request)
+}
+
+async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
+    let authority = authority(target);
+    let request = connect_request(proxy, target)?;
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
 
@@ -283,6 +309,37 @@ mod tests {
         assert!(bypass("example.com", 8080, "example.com:8080"));
         assert!(!bypass("example.com", 80, "example.com:8080"));
         assert!(bypass("10.1.2.3", 80, "other, 10.1.2.3"));
+    }
+
+    fn target(host: &str, port: u16) -> Target {
+        let mut target = Target::parse("ws://example.com/").unwrap();
+        target.host = host.to_owned();
+        target.port = port;
+        target
+    }
+
+    #[test]
+    fn connect_requests_name_only_host_and_port() {
+        let proxy =
+            ProxyServer::from_url(&Url::parse("http://us%0D%0Aer:p%0D%0AX-Injected:%201@proxy:3128").unwrap()).unwrap();
+        assert_eq!(proxy.user, Some(("us\r\ner".into(), "p\r\nX-Injected: 1".into())));
+        let request = connect_request(&proxy, &target("example.com", 443)).unwrap();
+        let encoded = BASE64.encode("us\r\ner:p\r\nX-Injected: 1");
+        assert_eq!(
+            request,
+            format!(
+                "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic {encoded}\r\n\r\n"
+            )
+        );
+        let v6 = connect_request(&proxy, &target("::1", 80)).unwrap();
+        assert!(v6.starts_with("CONNECT [::1]:80 HTTP/1.1\r\nHost: [::1]:80\r\n"), "{v6:?}");
+        for bad in ["a\r\nX-Injected: 1", "a b", "", "user@host", "a\tb"] {
+            let error = connect_request(&proxy, &target(bad, 80)).unwrap_err();
+            assert!(matches!(error, Error::InvalidRequest(_)), "{bad:?}: {error:?}");
+            assert!(proxy.check(&target(bad, 80)).is_err(), "{bad:?}");
+        }
+        let socks = ProxyServer::from_url(&Url::parse("socks5://proxy").unwrap()).unwrap();
+        assert!(socks.check(&target("example.com", 80)).is_ok());
     }
 
     #[test]

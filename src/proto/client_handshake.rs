@@ -5,7 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
-use super::handshake::{accept_key, header_has_token};
+use super::extensions::is_token;
+use super::handshake::{accept_key, header_has_token, is_valid_key};
 
 /// Request headers the handshake writes itself; a caller may not set them.
 pub const RESERVED_HEADERS: [HeaderName; 5] = [
@@ -33,8 +34,98 @@ pub struct RequestParts<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// Writes the handshake request.
-pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) {
+/// Checks subprotocol names for a request: each an RFC 7230 token (so it
+/// can neither break the header nor be confused with the list's commas and
+/// spaces), none repeated (RFC 6455 §4.1).
+pub fn check_subprotocols(protocols: &[String]) -> Result<(), String> {
+    for (i, protocol) in protocols.iter().enumerate() {
+        if !is_token(protocol) {
+            return Err(format!(
+                "invalid subprotocol name {protocol:?}: a name must be a non-empty token of visible ASCII \
+                 characters other than separators such as spaces, commas, quotes and semicolons"
+            ));
+        }
+        if protocols[..i].contains(protocol) {
+            return Err(format!("subprotocol {protocol:?} is offered twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `Host` value: a host, with an optional port, and nothing else
+/// (no user information, path, space or control character).
+pub fn check_host(host: &str) -> Result<(), String> {
+    // RFC 3986 §3.2.2–3.2.3: `[IPv6]`, or a name or IPv4 address, then
+    // optionally `:port`.
+    let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+    let (host_ok, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, port)) => (ip.parse::<std::net::Ipv6Addr>().is_ok(), port),
+            None => (false, ""),
+        },
+        None => {
+            let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+            (!name.is_empty() && name.bytes().all(is_name_byte), &host[name.len()..])
+        }
+    };
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok());
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(format!("invalid Host {host:?}: expected a host name or address with an optional port"))
+    }
+}
+
+/// Whether `value` can be written as a header field value as it is: no
+/// control character but tab, so that it cannot end its line (RFC 7230 §3.2).
+fn is_field_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Checks every part of a request before anything is written: what the
+/// request line and each header would carry must stay on its own line and
+/// mean what it says.
+fn check_request(parts: &RequestParts<'_>) -> Result<(), String> {
+    // origin-form (RFC 7230 §5.3.1): visible ASCII only, so no space or line
+    // break can end the request line early.
+    if !parts.resource.starts_with('/') || !parts.resource.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("invalid request target {:?}: expected a path and query of visible ASCII", parts.resource));
+    }
+    check_host(parts.host)?;
+    if !is_valid_key(parts.key.as_bytes()) {
+        return Err("invalid Sec-WebSocket-Key: expected 16 bytes in base64".into());
+    }
+    check_subprotocols(parts.subprotocols)?;
+    if let Some(extensions) = parts.extensions {
+        if !is_field_value(extensions.as_bytes()) {
+            return Err(format!("invalid Sec-WebSocket-Extensions offer {extensions:?}"));
+        }
+    }
+    let own = RESERVED_HEADERS
+        .iter()
+        .chain([&header::HOST])
+        .chain((!parts.subprotocols.is_empty()).then_some(&header::SEC_WEBSOCKET_PROTOCOL));
+    for name in own {
+        if parts.headers.contains_key(name) {
+            return Err(format!("duplicate header not allowed: {name}"));
+        }
+    }
+    for (name, value) in parts.headers {
+        if !is_field_value(value.as_bytes()) {
+            return Err(format!("the value of header {name} has a control character"));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the handshake request, after checking every part of it (see
+/// [`check_subprotocols`] and [`check_host`]; the resource must be a path and
+/// query of visible ASCII; header values may hold no control character but
+/// tab; `headers` may not hold `Host` or a header the handshake writes
+/// itself). On an error nothing is written.
+pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) -> Result<(), String> {
+    check_request(parts)?;
     dst.put_slice(b"GET ");
     dst.put_slice(parts.resource.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\nHost: ");
@@ -59,6 +150,7 @@ pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) {
         dst.put_slice(b"\r\n");
     }
     dst.put_slice(b"\r\n");
+    Ok(())
 }
 
 /// A parsed response head.
@@ -179,12 +271,104 @@ mod tests {
                 extensions: None,
                 headers: &headers,
             },
-        );
+        )
+        .unwrap();
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.starts_with("GET /a?b=1 HTTP/1.1\r\nHost: [::1]:9001\r\n"));
         assert!(text.contains("Sec-WebSocket-Protocol: chat, v2\r\n"));
         assert!(text.contains("origin: http://x\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    fn parts<'a>(protocols: &'a [String], headers: &'a HeaderMap) -> RequestParts<'a> {
+        RequestParts {
+            resource: "/",
+            host: "example.com",
+            key: KEY,
+            subprotocols: protocols,
+            extensions: None,
+            headers,
+        }
+    }
+
+    #[test]
+    fn refuses_each_part_that_would_break_the_request_and_writes_nothing() {
+        let none = HeaderMap::new();
+        let good: Vec<String> = vec!["chat".into()];
+        let mut with_host = HeaderMap::new();
+        with_host.insert(header::HOST, HeaderValue::from_static("other.example"));
+        let mut with_key = HeaderMap::new();
+        with_key.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static(KEY));
+        let mut with_protocol = HeaderMap::new();
+        with_protocol.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat"));
+        let mut with_obs = HeaderMap::new();
+        with_obs.insert("x-obs", HeaderValue::from_bytes(b"a\xffb").unwrap());
+        let protocols = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<String>>();
+        let bad_protocols = [
+            protocols(&["chat\r\nX-Injected: 1"]),
+            protocols(&[""]),
+            protocols(&["a b"]),
+            protocols(&["a,b"]),
+            protocols(&["\"chat\""]),
+            protocols(&["chat;v=1"]),
+            protocols(&["caf\u{e9}"]),
+            protocols(&["chat", "chat"]),
+        ];
+        let mut cases: Vec<RequestParts<'_>> = bad_protocols.iter().map(|p| parts(p, &none)).collect();
+        for resource in ["/a b", "/a\r\nX-Injected: 1", "", "a", "/\u{e9}", "/\x7f"] {
+            cases.push(RequestParts { resource, ..parts(&good, &none) });
+        }
+        for host in ["", "a b", "h\r\nX-Injected: 1", "user@h", "h/path", "h\t", "h:port"] {
+            cases.push(RequestParts { host, ..parts(&good, &none) });
+        }
+        cases.push(RequestParts { key: "k\r\nX-Injected: 1", ..parts(&good, &none) });
+        cases.push(RequestParts { extensions: Some("permessage-deflate\r\nX-Injected: 1"), ..parts(&good, &none) });
+        cases.push(parts(&good, &with_host));
+        cases.push(parts(&good, &with_key));
+        cases.push(parts(&good, &with_protocol));
+        for case in &cases {
+            let mut out = BytesMut::new();
+            assert!(write_request(&mut out, case).is_err(), "{case:?}");
+            assert!(out.is_empty(), "{case:?}");
+        }
+        // obs-text and tab are legal in a field value; the header is written as given.
+        with_obs.insert("x-tab", HeaderValue::from_static("a\tb"));
+        let mut out = BytesMut::new();
+        write_request(&mut out, &parts(&good, &with_obs)).unwrap();
+        let has = |line: &[u8]| out.windows(line.len()).any(|w| w == line);
+        assert!(has(b"\r\nx-obs: a\xffb\r\n"), "{out:?}");
+        assert!(has(b"\r\nx-tab: a\tb\r\n"), "{out:?}");
+        // Sec-WebSocket-Protocol given as a header is allowed when no subprotocols are.
+        assert!(write_request(&mut BytesMut::new(), &parts(&[], &with_protocol)).is_ok());
+    }
+
+    #[test]
+    fn hosts() {
+        for good in ["example.com", "example.com:8080", "[::1]", "[::1]:9001", "127.0.0.1:80", "xn--caf-dma.example"] {
+            assert_eq!(check_host(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "h:",
+            "h:port",
+            "h:70000",
+            "h:+80",
+            "[::1",
+            "[nope]",
+            "[::1]x",
+            "a:b:c",
+            "h/p",
+            "h?q",
+            "h#f",
+            "u@h",
+            "h h",
+            "h\t",
+            "h\r\nX: 1",
+            "caf\u{e9}",
+        ] {
+            assert!(check_host(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

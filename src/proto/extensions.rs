@@ -16,7 +16,8 @@ fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
 }
 
-fn is_token(s: &str) -> bool {
+/// Whether `s` is an RFC 7230 token: one or more tchar.
+pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.chars().all(is_tchar)
 }
 
@@ -141,7 +142,9 @@ pub struct DeflateParams {
 }
 
 impl fmt::Display for DeflateParams {
-    /// The parameters as a response header value (defaults left out).
+    /// The parameters as a response header value, defaults left out. A server
+    /// answers an offer with [`server_negotiate_response`] instead, which also
+    /// echoes the window parameters the offer named (RFC 7692 §7.1.2).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(PERMESSAGE_DEFLATE)?;
         if self.server_no_context_takeover {
@@ -205,12 +208,57 @@ fn parse_params(ext: &Extension) -> Result<Params, String> {
 /// client's header values and returns the agreed parameters, or `None` to run
 /// without compression. Invalid offers are skipped (RFC 7692 §5).
 pub fn server_negotiate<'a>(offers: impl IntoIterator<Item = &'a str>, ours: &DeflateConfig) -> Option<DeflateParams> {
-    offers
-        .into_iter()
-        .flat_map(parse)
-        .filter_map(Result::ok)
-        .filter(|ext| ext.name == PERMESSAGE_DEFLATE)
-        .find_map(|ext| accept_offer(&parse_params(&ext).ok()?, ours))
+    server_negotiate_response(offers, ours).map(|(params, _)| params)
+}
+
+/// Server side: as [`server_negotiate`], with the `Sec-WebSocket-Extensions`
+/// value that accepts the chosen offer.
+///
+/// The response names every window parameter the offer gave a value to, even
+/// at its default of 15: RFC 7692 §7.1.2.1 has a server accept
+/// `server_max_window_bits` only by answering with it (the same or a smaller
+/// value), and clients refuse a response that leaves it out. A
+/// `client_max_window_bits` offered with a value is answered with the agreed
+/// value too (§7.1.2.2); offered without one, it is answered only when this
+/// server limits the client's window, and never when it was not offered.
+pub fn server_negotiate_response<'a>(
+    offers: impl IntoIterator<Item = &'a str>,
+    ours: &DeflateConfig,
+) -> Option<(DeflateParams, String)> {
+    offers.into_iter().flat_map(parse).filter_map(Result::ok).filter(|ext| ext.name == PERMESSAGE_DEFLATE).find_map(
+        |ext| {
+            let offer = parse_params(&ext).ok()?;
+            let params = accept_offer(&offer, ours)?;
+            Some((params, response_for(&offer, &params)))
+        },
+    )
+}
+
+/// The response header value accepting `offer` with `params`.
+fn response_for(offer: &Params, params: &DeflateParams) -> String {
+    let mut out = String::from(PERMESSAGE_DEFLATE);
+    if params.server_no_context_takeover {
+        out.push_str("; server_no_context_takeover");
+    }
+    if params.client_no_context_takeover {
+        out.push_str("; client_no_context_takeover");
+    }
+    // Named in the offer: echoed, whatever the value. Not named: only a limit
+    // of our own (which §7.1.2.1 allows the server to add).
+    if offer.server_max_window_bits.is_some() || params.server_max_window_bits < 15 {
+        out.push_str(&format!("; server_max_window_bits={}", params.server_max_window_bits));
+    }
+    // Not offered at all: §7.1.2.2 forbids it in the response (and
+    // `accept_offer` agreed on 15 then).
+    let client_bits = match offer.client_max_window_bits {
+        Some(Some(_)) => true,
+        Some(None) => params.client_max_window_bits < 15,
+        None => false,
+    };
+    if client_bits {
+        out.push_str(&format!("; client_max_window_bits={}", params.client_max_window_bits));
+    }
+    out
 }
 
 fn accept_offer(offer: &Params, ours: &DeflateConfig) -> Option<DeflateParams> {
@@ -368,6 +416,93 @@ mod tests {
         assert_eq!(server_negotiate(["permessage-deflate"], &ours), None);
         let p = server_negotiate(["permessage-deflate; client_max_window_bits=9"], &ours).unwrap();
         assert_eq!(p.client_max_window_bits, 9);
+    }
+
+    /// The server's parameters and response header for `offer`.
+    fn answer(offer: &str, ours: &DeflateConfig) -> (DeflateParams, String) {
+        let answer = server_negotiate_response([offer], ours).unwrap_or_else(|| panic!("{offer:?} declined"));
+        assert_eq!(server_negotiate([offer], ours), Some(answer.0), "{offer:?}");
+        answer
+    }
+
+    #[test]
+    fn server_echoes_server_max_window_bits_15() {
+        // websockets (Python) refuses the handshake when this is left out.
+        let offer = "permessage-deflate; server_max_window_bits=15; client_max_window_bits";
+        let (params, response) = answer(offer, &DeflateConfig::default());
+        assert_eq!(params.server_max_window_bits, 15);
+        assert_eq!(response, "permessage-deflate; server_max_window_bits=15");
+    }
+
+    #[test]
+    fn server_answers_a_smaller_server_max_window_bits_with_it_or_less() {
+        let (params, response) = answer("permessage-deflate; server_max_window_bits=10", &DeflateConfig::default());
+        assert_eq!(params.server_max_window_bits, 10);
+        assert_eq!(response, "permessage-deflate; server_max_window_bits=10");
+        let ours = DeflateConfig { server_max_window_bits: 9, ..Default::default() };
+        let (params, response) = answer("permessage-deflate; server_max_window_bits=10", &ours);
+        assert_eq!(params.server_max_window_bits, 9);
+        assert_eq!(response, "permessage-deflate; server_max_window_bits=9");
+    }
+
+    #[test]
+    fn server_names_no_server_window_the_offer_left_out_unless_it_limits_its_own() {
+        for offer in ["permessage-deflate", "permessage-deflate; client_max_window_bits"] {
+            let (params, response) = answer(offer, &DeflateConfig::default());
+            assert_eq!(params.server_max_window_bits, 15, "{offer}");
+            assert_eq!(response, "permessage-deflate", "{offer}");
+        }
+        let ours = DeflateConfig { server_max_window_bits: 12, ..Default::default() };
+        let (_, response) = answer("permessage-deflate", &ours);
+        assert_eq!(response, "permessage-deflate; server_max_window_bits=12");
+    }
+
+    #[test]
+    fn server_echoes_client_max_window_bits_offered_with_a_value() {
+        let default = DeflateConfig::default();
+        let (_, response) = answer("permessage-deflate; client_max_window_bits=15", &default);
+        assert_eq!(response, "permessage-deflate; client_max_window_bits=15");
+        let (_, response) = answer("permessage-deflate; client_max_window_bits=11", &default);
+        assert_eq!(response, "permessage-deflate; client_max_window_bits=11");
+        let ours = DeflateConfig { client_max_window_bits: 10, ..default };
+        let (params, response) = answer("permessage-deflate; client_max_window_bits=11", &ours);
+        assert_eq!(params.client_max_window_bits, 10);
+        assert_eq!(response, "permessage-deflate; client_max_window_bits=10");
+        // Offered without a value: answered only with a limit of ours.
+        let (_, response) = answer("permessage-deflate; client_max_window_bits", &ours);
+        assert_eq!(response, "permessage-deflate; client_max_window_bits=10");
+    }
+
+    #[test]
+    fn every_server_response_is_accepted_by_the_client_that_offered() {
+        let configs = [
+            DeflateConfig::default(),
+            DeflateConfig { server_max_window_bits: 10, ..Default::default() },
+            DeflateConfig { client_max_window_bits: 9, ..Default::default() },
+            DeflateConfig { server_no_context_takeover: true, client_no_context_takeover: true, ..Default::default() },
+            DeflateConfig { server_max_window_bits: 8, client_max_window_bits: 12, ..Default::default() },
+        ];
+        for client in &configs {
+            for server in &configs {
+                let offers = client_offers(client);
+                let (params, response) = answer(&offers, server);
+                assert_eq!(client_accept(&response, client), Ok(params), "{client:?} / {server:?}: {response}");
+            }
+        }
+    }
+
+    #[test]
+    fn client_accepts_server_max_window_bits_15() {
+        let ok = client_accept("permessage-deflate; server_max_window_bits=15", &DeflateConfig::default()).unwrap();
+        assert_eq!(ok.server_max_window_bits, 15);
+        let ok = client_accept(
+            "permessage-deflate; server_max_window_bits=15; client_max_window_bits=15",
+            &DeflateConfig::default(),
+        );
+        assert_eq!(ok.map(|p| (p.server_max_window_bits, p.client_max_window_bits)), Ok((15, 15)));
+        // Above a smaller limit the client asked for, it is refused.
+        let limited = DeflateConfig { server_max_window_bits: 12, ..Default::default() };
+        assert!(client_accept("permessage-deflate; server_max_window_bits=15", &limited).is_err());
     }
 
     #[test]

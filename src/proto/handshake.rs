@@ -11,6 +11,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 use sha1::{Digest, Sha1};
 
+use super::extensions::is_token;
+
 /// RFC 6455 §1.3: the GUID appended to the client's key.
 const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -55,6 +57,38 @@ pub fn requested_subprotocols(headers: &HeaderMap) -> Vec<&str> {
         .map(str::trim)
         .filter(|item| !item.is_empty())
         .collect()
+}
+
+/// The subprotocol to answer with: the first of the client's requested ones
+/// (in its order) that is in `supported`. Only an RFC 7230 token can be
+/// chosen, so an entry of `supported` that is not one never is, and nothing
+/// but a token the client sent reaches the response.
+pub fn select_subprotocol<'a>(headers: &'a HeaderMap, supported: &[String]) -> Option<&'a str> {
+    requested_subprotocols(headers)
+        .into_iter()
+        .find(|wanted| is_token(wanted) && supported.iter().any(|ours| ours == wanted))
+}
+
+/// Takes a `Sec-WebSocket-Protocol` out of the response headers a server
+/// callback gave, and checks that it names one subprotocol, a token the
+/// client requested in `request`. `Ok(None)` when there is none; `Err` says
+/// why it cannot be answered.
+pub fn take_response_subprotocol(extra: &mut HeaderMap, request: &HeaderMap) -> Result<Option<String>, String> {
+    let mut values = extra.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+    let chosen = match (values.next(), values.next()) {
+        (None, _) => return Ok(None),
+        (Some(_), Some(_)) => return Err("more than one 'Sec-WebSocket-Protocol' in the response headers".into()),
+        (Some(value), None) => value,
+    };
+    let chosen = match chosen.to_str() {
+        Ok(text) if is_token(text) => text.to_owned(),
+        _ => return Err(format!("the response's 'Sec-WebSocket-Protocol' {chosen:?} is not one subprotocol name")),
+    };
+    if !requested_subprotocols(request).contains(&chosen.as_str()) {
+        return Err(format!("the response's 'Sec-WebSocket-Protocol' {chosen:?} was not requested by the client"));
+    }
+    extra.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    Ok(Some(chosen))
 }
 
 /// The safe default origin policy: accept when there is no `Origin` header,
@@ -200,14 +234,11 @@ pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<ParsedRequ
 }
 
 /// Writes the `101 Switching Protocols` response, with the chosen subprotocol
-/// and any extra headers (control characters in their values become spaces,
-/// so a header cannot be split).
+/// and any extra headers (control characters in their values, and in
+/// `accept` and `subprotocol`, become spaces, so a header cannot be split).
 pub fn write_switching_response(dst: &mut BytesMut, accept: &str, subprotocol: Option<&str>, extra: &HeaderMap) {
-    dst.put_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-    );
-    dst.put_slice(accept.as_bytes());
-    dst.put_slice(b"\r\n");
+    dst.put_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    put_header(dst, b"Sec-WebSocket-Accept", accept.as_bytes());
     if let Some(protocol) = subprotocol {
         put_header(dst, b"Sec-WebSocket-Protocol", protocol.as_bytes());
     }
@@ -241,7 +272,7 @@ pub fn write_error_response(dst: &mut BytesMut, status: StatusCode, headers: &He
 fn put_header(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
     dst.put_slice(name);
     dst.put_slice(b": ");
-    dst.extend(value.iter().map(|&b| if b < 0x20 { b' ' } else { b }));
+    dst.extend(value.iter().map(|&b| if b < 0x20 || b == 0x7f { b' ' } else { b }));
     dst.put_slice(b"\r\n");
 }
 
@@ -335,6 +366,38 @@ mod tests {
     }
 
     #[test]
+    fn only_a_requested_token_is_selected() {
+        let ours = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let h = headers(&[("Sec-WebSocket-Protocol", "a b, \"chat\", chat;v=1, v2, chat")]);
+        assert_eq!(select_subprotocol(&h, &ours(&["chat"])), Some("chat"));
+        assert_eq!(select_subprotocol(&h, &ours(&["v2", "chat"])), Some("v2"), "the client's order wins");
+        for never in ["a b", "\"chat\"", "chat;v=1", "chat\r\nX-Injected: 1", ""] {
+            assert_eq!(select_subprotocol(&h, &ours(&[never])), None, "{never:?}");
+        }
+        assert_eq!(select_subprotocol(&headers(&[]), &ours(&["chat"])), None);
+    }
+
+    #[test]
+    fn a_response_subprotocol_must_be_one_requested_token() {
+        let request = headers(&[("Sec-WebSocket-Protocol", "chat, v2, a b")]);
+        let mut extra = headers(&[("Sec-WebSocket-Protocol", "v2"), ("X-Other", "1")]);
+        assert_eq!(take_response_subprotocol(&mut extra, &request), Ok(Some("v2".to_owned())));
+        assert!(!extra.contains_key(header::SEC_WEBSOCKET_PROTOCOL), "taken out, to be written once");
+        assert!(extra.contains_key("x-other"));
+        assert_eq!(take_response_subprotocol(&mut extra, &request), Ok(None));
+        for bad in [
+            vec![("Sec-WebSocket-Protocol", "mqtt")],
+            vec![("Sec-WebSocket-Protocol", "chat, v2")],
+            vec![("Sec-WebSocket-Protocol", "a b")],
+            vec![("Sec-WebSocket-Protocol", "")],
+            vec![("Sec-WebSocket-Protocol", "chat"), ("Sec-WebSocket-Protocol", "v2")],
+        ] {
+            let mut extra = headers(&bad);
+            assert!(take_response_subprotocol(&mut extra, &request).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn parse_request_waits_for_the_whole_head_and_reports_its_length() {
         let raw = format!("GET /chat?x=1 HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: {KEY}\r\n\r\nEXTRA");
         for cut in 0..raw.len() - 5 {
@@ -366,6 +429,14 @@ mod tests {
         assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
         assert!(text.contains("set-cookie: a=b\r\n"));
         assert!(text.ends_with("\r\n\r\n"));
+
+        // Called directly with strings that would split a header: each stays on its line.
+        let mut out = BytesMut::new();
+        write_switching_response(&mut out, "abc=\r\nX-A: 1", Some("chat\r\nX-B: 2"), &HeaderMap::new());
+        let text = std::str::from_utf8(&out).unwrap();
+        assert_eq!(text.matches("\r\n").count(), 6, "{text:?}");
+        assert!(text.contains("Sec-WebSocket-Accept: abc=  X-A: 1\r\n"), "{text:?}");
+        assert!(text.contains("Sec-WebSocket-Protocol: chat  X-B: 2\r\n"), "{text:?}");
 
         let mut out = BytesMut::new();
         write_error_response(&mut out, StatusCode::FORBIDDEN, &HeaderMap::new(), b"no");

@@ -5,7 +5,9 @@
     peer.py client URL MODE    sends the fixed message sequence, checks the echoes
 
 MODE: none, default, server_no_context_takeover, client_no_context_takeover,
-both_no_context_takeover, server_window_10, client_window_10.
+both_no_context_takeover, server_window_10, client_window_10, server_window_15
+(server_max_window_bits=15 named explicitly: in the client's offer, and in
+the server's response whether or not it was offered).
 
 Lines on stdout (each flushed at once):
     PEER websockets <version>     first, always
@@ -49,6 +51,7 @@ SERVER_MODES = {
     "both_no_context_takeover": {"server_no_context_takeover": True, "client_no_context_takeover": True},
     "server_window_10": {"server_max_window_bits": 10},
     "client_window_10": {"client_max_window_bits": 10},
+    "server_window_15": {"server_max_window_bits": 15},
 }
 CLIENT_MODES = {
     "none": None,
@@ -59,6 +62,9 @@ CLIENT_MODES = {
     "both_no_context_takeover": {"server_no_context_takeover": True, "client_no_context_takeover": True},
     "server_window_10": {"server_max_window_bits": 10},
     "client_window_10": {"client_max_window_bits": 10},
+    # The server must answer with server_max_window_bits (RFC 7692 §7.1.2.1),
+    # or websockets refuses the handshake.
+    "server_window_15": {"server_max_window_bits": 15},
 }
 
 
