@@ -205,6 +205,9 @@ impl Upgrader {
     /// a plain-text reason, then the stream is shut down and
     /// [`Error::Handshake`] returned. Bytes the client sends right after its
     /// request are kept for the connection.
+    ///
+    /// Cancel safety: not cancel-safe; dropped part way, the stream (and
+    /// the handshake with it) is dropped.
     pub async fn accept<S: Stream>(&self, stream: S) -> Result<Conn<S>> {
         self.accept_with(stream, |_| Ok(HeaderMap::new())).await
     }
@@ -219,6 +222,8 @@ impl Upgrader {
     /// (`Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
     /// `Sec-WebSocket-Extensions`) may not be given. Breaking either rule
     /// answers 500 and fails with [`Error::Handshake`].
+    ///
+    /// Cancel safety: as [`Upgrader::accept`].
     pub async fn accept_with<S, F>(&self, stream: S, callback: F) -> Result<Conn<S>>
     where
         S: Stream,

@@ -53,7 +53,7 @@ impl<S: Stream> Handle<S> {
         write_control(&self.shared, kind, data.as_ref(), deadline).await
     }
 
-    /// Sends a ping.
+    /// Sends a ping; see [`Handle::write_control`] (also for cancel safety).
     pub async fn ping(&self, data: impl AsRef<[u8]>) -> Result<()> {
         self.write_control(MessageType::Ping, data, None).await
     }
@@ -61,6 +61,11 @@ impl<S: Stream> Handle<S> {
     /// Runs the close handshake from this side: sends `frame` (unless a close
     /// was sent already), waits up to the close timeout for the reader to see
     /// the peer's close, then shuts the stream down.
+    ///
+    /// Cancel safety: once polled, the close frame is queued and is sent
+    /// whole even if the future is dropped; the stream is then not shut
+    /// down until `close` or `close_now` is called again (or the read half
+    /// sees the peer's close, which completes the handshake).
     pub async fn close(&self, frame: CloseFrame) -> Result<()> {
         // Boxed, so that the callers' futures do not carry the timers.
         Box::pin(async {
@@ -76,7 +81,8 @@ impl<S: Stream> Handle<S> {
     }
 
     /// Shuts the stream down at once, without a close frame (gorilla's
-    /// `Conn.Close`). Reads then end and writes fail.
+    /// `Conn.Close`). Reads then end and writes fail. Cancel-safe: the
+    /// write side is closed for writing from the first poll.
     pub async fn close_now(&self) {
         self.shared.shutdown().await;
     }

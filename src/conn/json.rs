@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 
 impl<S: Stream> ReadHalf<S> {
     /// Reads the next message (text or binary) and decodes it as JSON.
+    /// Cancel-safe, as [`ReadHalf::read_message`].
     pub async fn read_json<T: DeserializeOwned>(&mut self) -> Result<T> {
         let message = self.read_message().await?;
         serde_json::from_slice(&message.data).map_err(|e| Error::Json(e.to_string()))
@@ -17,7 +18,7 @@ impl<S: Stream> ReadHalf<S> {
 
 impl<S: Stream> WriteHalf<S> {
     /// Encodes `value` as JSON and sends it as one text message. Nothing is
-    /// sent when encoding fails.
+    /// sent when encoding fails. Cancel safety: as [`WriteHalf::write_message`].
     pub async fn write_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         let data = serde_json::to_vec(value).map_err(|e| Error::Json(e.to_string()))?;
         self.write_message(MessageType::Text, data).await

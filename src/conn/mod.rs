@@ -5,6 +5,27 @@
 //! another writes: the type system then guarantees gorilla's rule of "one
 //! concurrent reader and one concurrent writer". A [`Handle`] sends control
 //! frames and closes from anywhere.
+//!
+//! # Writing from several tasks
+//!
+//! Every frame is queued whole before any of it is written, and bytes leave
+//! only from the front of that one queue, so frames from different tasks
+//! never interleave and a frame is never cut short by another. Whichever
+//! task needs bytes to move writes them — the writer waiting for its
+//! message, a [`Handle`], the keepalive task, or the reader before it waits
+//! for input — and each is woken by the connection, not by the stream, so a
+//! write never waits for a wake-up that went to another task.
+//!
+//! # Cancel safety
+//!
+//! Reads are cancel-safe: dropping [`ReadHalf::read_message`] (in a
+//! `select!`, say) loses nothing, and the next call goes on with the
+//! message. A write dropped before its frame was queued sends nothing; one
+//! dropped after sends its frame whole, with the next write, flush or read
+//! — it never leaves half a frame followed by something else. A control
+//! frame from [`Handle::write_control`] that still waits behind other frames
+//! when its future is dropped is taken back. Each method's documentation
+//! says what dropping it does.
 
 mod config;
 pub(crate) use config::connection_options;
@@ -74,37 +95,40 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Reads the next whole data message; see [`ReadHalf::read_message`].
+    /// Cancel-safe.
     pub async fn read_message(&mut self) -> Result<Message> {
         self.read.read_message().await
     }
 
     /// Streams the next data message; see [`ReadHalf::next_reader`].
+    /// Cancel-safe.
     pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
         self.read.next_reader().await
     }
 
-    /// Sends a whole message; see [`WriteHalf::write_message`].
+    /// Sends a whole message; see [`WriteHalf::write_message`] (also for
+    /// what dropping the future does).
     pub async fn write_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
         self.write.write_message(kind, data).await
     }
 
     /// Buffers a message to send with the next write, flush, or read that
-    /// would wait; see [`WriteHalf::feed_message`].
+    /// would wait; see [`WriteHalf::feed_message`] (also for cancel safety).
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
         self.write.feed_message(kind, data).await
     }
 
-    /// Sends every fed message now.
+    /// Sends every fed message now; see [`WriteHalf::flush`].
     pub async fn flush(&mut self) -> Result<()> {
         self.write.flush().await
     }
 
-    /// Sends a text message.
+    /// Sends a text message; see [`WriteHalf::write_message`].
     pub async fn write_text(&mut self, text: impl AsRef<str>) -> Result<()> {
         self.write.write_text(text).await
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message; see [`WriteHalf::write_message`].
     pub async fn write_binary(&mut self, data: impl AsRef<[u8]>) -> Result<()> {
         self.write.write_binary(data).await
     }
@@ -153,6 +177,11 @@ impl<S: Stream> Conn<S> {
     /// Runs the whole close handshake: sends `frame` (unless a close was sent
     /// already), reads and discards until the peer's close arrives or the close
     /// timeout passes, then shuts the stream down.
+    ///
+    /// Cancel safety: once polled, the close frame is queued and is sent
+    /// whole even if the future is dropped; calling `close` again goes on
+    /// with the handshake (the frame is not sent twice). Messages read while
+    /// waiting for the peer's close are discarded.
     pub async fn close(&mut self, frame: CloseFrame) -> Result<()> {
         // Boxed: the handshake's timers would otherwise make the future of
         // every task that closes its connection larger for its whole life.
@@ -169,7 +198,9 @@ impl<S: Stream> Conn<S> {
         sent
     }
 
-    /// Shuts the stream down at once, without a close frame.
+    /// Shuts the stream down at once, without a close frame. What waits to
+    /// be written is dropped; later writes fail. Cancel-safe: the write side
+    /// is closed for writing from the first poll.
     pub async fn close_now(&self) {
         self.write.shared.shutdown().await;
     }

@@ -533,7 +533,7 @@ impl<S: Stream> fmt::Debug for MessageReader<'_, S> {
 
 impl<S: Stream> MessageReader<'_, S> {
     /// Reads the next piece of the payload, as it arrived; `None` at the end of
-    /// the message. Avoids the copy that [`AsyncRead`] makes.
+    /// the message. Avoids the copy that [`AsyncRead`] makes. Cancel-safe.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         if !self.chunk.is_empty() {
             return Ok(Some(std::mem::take(&mut self.chunk).freeze()));

@@ -326,7 +326,8 @@ impl<S: Stream> WriteHalf<S> {
         self.write_message(MessageType::Binary, data).await
     }
 
-    /// Sends a control frame with its own `deadline`; see [`Handle::write_control`].
+    /// Sends a control frame with its own `deadline`; see
+    /// [`Handle::write_control`] (also for cancel safety).
     pub async fn write_control(
         &self,
         kind: MessageType,
@@ -339,7 +340,12 @@ impl<S: Stream> WriteHalf<S> {
     /// Starts a message that is written piece by piece through the returned
     /// [`AsyncWrite`]: each time the write buffer fills, a fragment goes out.
     /// Finish it with [`MessageWriter::close`] (or `shutdown`). A writer
-    /// dropped unfinished is completed by the next write on this half.
+    /// dropped unfinished is completed by the next write on this half: the
+    /// message then ends with what was written to it.
+    ///
+    /// Cancel safety: dropped while it waits for a message dropped
+    /// unfinished before it, that message's last fragment is queued whole
+    /// or not at all; no new message is started.
     pub async fn next_writer(&mut self, kind: MessageKind) -> Result<MessageWriter<'_, S>> {
         self.finish_open().await?;
         if let Some(e) = self.shared.refusal() {
@@ -376,6 +382,8 @@ impl<S: Stream> WriteHalf<S> {
     /// `reason`, waits (up to the close timeout) for the reader to receive the
     /// peer's close, then shuts the stream down. The read half must be read
     /// for the peer's close to be seen.
+    ///
+    /// Cancel safety: as [`Handle::close`].
     pub async fn close(&mut self, frame: CloseFrame) -> Result<()> {
         let _ = Box::pin(self.finish_open()).await;
         self.handle().close(frame).await
@@ -538,6 +546,10 @@ impl<S: Stream> fmt::Debug for MessageWriter<'_, S> {
 
 impl<S: Stream> MessageWriter<'_, S> {
     /// Sends what is buffered as the final frame, completing the message.
+    ///
+    /// Cancel safety: the final frame is queued whole, once; dropped after
+    /// that, the message is complete on the wire when the queue drains (the
+    /// next write, flush or read of the connection drains it).
     pub async fn close(self) -> Result<()> {
         poll_fn(|cx| self.half.poll_finish(cx, true)).await.map_err(Error::from)
     }

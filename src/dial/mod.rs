@@ -229,6 +229,9 @@ impl Dialer {
 
     /// Dials `url` (`ws://` or `wss://`) and runs the opening handshake.
     /// Returns the connection and the server's `101` response.
+    ///
+    /// Cancel safety: not cancel-safe; dropped part way, the connection
+    /// being opened is dropped.
     pub async fn connect(&self, url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
         let target = Target::parse(url)?;
         let request = self.request(&target)?;
@@ -246,6 +249,8 @@ impl Dialer {
 
     /// Runs the opening handshake for `url` over a stream that is already
     /// connected (gorilla's `NewClient`); no proxy or TLS is added.
+    ///
+    /// Cancel safety: not cancel-safe; dropped part way, `stream` is dropped.
     pub async fn connect_on<S: Stream>(&self, stream: S, url: &str) -> Result<(Conn<S>, Response<()>)> {
         let target = Target::parse(url)?;
         let request = self.request(&target)?;
