@@ -364,3 +364,34 @@ async fn protocol_error_is_returned_even_while_the_writer_is_blocked() {
     let err = read.expect("the read must return, not wait for the blocked writer").unwrap_err();
     assert!(matches!(err, Error::Protocol(silverback::proto::ProtocolError::UnmaskedFrame)), "{err:?}");
 }
+
+#[tokio::test]
+async fn close_now_ends_a_read_waiting_in_another_task() {
+    // The peer stays connected and silent: only this side can end the read.
+    let (conn, _raw) = connected(Upgrader::new()).await;
+    let handle = conn.handle();
+    let (mut read, _write) = conn.split();
+    let reader = tokio::spawn(async move { read.read_message().await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!reader.is_finished(), "nothing arrived: the read must be waiting");
+    handle.close_now().await;
+    let read = tokio::time::timeout(PROMPT, reader).await.expect("close_now must end the waiting read").unwrap();
+    match read {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted, "{e}"),
+        other => panic!("expected an aborted read, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unanswered_close_ends_a_read_waiting_in_another_task() {
+    let (conn, mut raw) = connected(Upgrader::new().close_timeout(Duration::from_millis(200))).await;
+    let handle = conn.handle();
+    let (mut read, _write) = conn.split();
+    let reader = tokio::spawn(async move { read.read_message().await });
+    let closed = within(handle.close(CloseFrame::new(CloseCode::NORMAL, "bye"))).await;
+    // The close frame went out; the peer never answers it.
+    assert_eq!(raw.read_close().await, Some((1000, "bye".to_string())));
+    assert!(closed.is_ok(), "{closed:?}");
+    let read = tokio::time::timeout(PROMPT, reader).await.expect("the read must end with the handshake").unwrap();
+    assert!(read.is_err(), "{read:?}");
+}

@@ -60,7 +60,8 @@ impl<S: Stream> Handle<S> {
 
     /// Runs the close handshake from this side: sends `frame` (unless a close
     /// was sent already), waits up to the close timeout for the reader to see
-    /// the peer's close, then shuts the stream down.
+    /// the peer's close, then shuts the stream down. When the peer's close
+    /// did not come in time, reads end too, as with [`Handle::close_now`].
     ///
     /// Cancel safety: once polled, the close frame is queued and is sent
     /// whole even if the future is dropped; the stream is then not shut
@@ -74,17 +75,19 @@ impl<S: Stream> Handle<S> {
             if sent.is_ok() {
                 self.shared.wait_close_received(deadline).await;
             }
-            self.shared.shutdown().await;
+            self.shared.finish_close().await;
             sent
         })
         .await
     }
 
     /// Shuts the stream down at once, without a close frame (gorilla's
-    /// `Conn.Close`). Reads then end and writes fail. Cancel-safe: the
+    /// `Conn.Close`). Writes fail, and reads — including one waiting in
+    /// another task — end with an I/O error of kind `ConnectionAborted`,
+    /// without waiting for the peer. Cancel-safe: the
     /// write side is closed for writing from the first poll.
     pub async fn close_now(&self) {
-        self.shared.shutdown().await;
+        self.shared.close_now().await;
     }
 
     /// True once a close frame has been sent (or queued behind frames

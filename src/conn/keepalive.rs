@@ -12,14 +12,13 @@
 //! wakes it so that it ends at once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::task::Waker;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::outbox::Origin;
-use super::shared::{Shared, Stream};
+use super::shared::{ReadEnd, Shared, Stream};
 use crate::proto::OpCode;
 
 /// What the keepalive task and the connection share.
@@ -27,10 +26,6 @@ use crate::proto::OpCode;
 pub(crate) struct KeepaliveState {
     /// Pongs received so far.
     pongs: AtomicU64,
-    /// A pong was late: the connection is dead.
-    expired: AtomicBool,
-    /// The reader's waker while it waits for input.
-    reader: Mutex<Option<Waker>>,
     /// The connection is gone.
     dropped: AtomicBool,
     /// Wakes the task at each pong and when the connection is dropped.
@@ -43,31 +38,10 @@ impl KeepaliveState {
         self.wake.notify_waiters();
     }
 
-    pub(crate) fn expired(&self) -> bool {
-        self.expired.load(Ordering::Acquire)
-    }
-
-    /// Remembers the reader's waker so that an expiry can wake it.
-    pub(crate) fn register_reader(&self, waker: &Waker) {
-        if let Ok(mut slot) = self.reader.lock() {
-            match slot.as_ref() {
-                Some(current) if current.will_wake(waker) => {}
-                _ => *slot = Some(waker.clone()),
-            }
-        }
-    }
-
     /// Called when the connection is dropped: ends the task.
     pub(crate) fn connection_dropped(&self) {
         self.dropped.store(true, Ordering::Release);
         self.wake.notify_waiters();
-    }
-
-    fn expire(&self) {
-        self.expired.store(true, Ordering::Release);
-        if let Some(waker) = self.reader.lock().ok().and_then(|mut slot| slot.take()) {
-            waker.wake();
-        }
     }
 
     fn is_dropped(&self) -> bool {
@@ -132,7 +106,7 @@ async fn run<S: Stream>(
         if !answered {
             let Some(conn) = shared.upgrade() else { return };
             if !conn.close_received() {
-                state.expire();
+                conn.end_reads(ReadEnd::Keepalive);
                 conn.shutdown().await;
             }
             return;

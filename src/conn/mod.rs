@@ -194,15 +194,16 @@ impl<S: Stream> Conn<S> {
         if sent.is_ok() && self.read.error().is_none() {
             let _ = tokio::time::timeout_at(deadline.into(), self.read.drain_until_closed()).await;
         }
-        self.write.shared.shutdown().await;
+        self.write.shared.finish_close().await;
         sent
     }
 
-    /// Shuts the stream down at once, without a close frame. What waits to
-    /// be written is dropped; later writes fail. Cancel-safe: the write side
+    /// Shuts the stream down at once, without a close frame (gorilla's
+    /// `Close`). What waits to be written is dropped; later writes fail, and
+    /// so do reads, without waiting for the peer (see [`Handle::close_now`]). Cancel-safe: the write side
     /// is closed for writing from the first poll.
     pub async fn close_now(&self) {
-        self.write.shared.shutdown().await;
+        self.write.shared.close_now().await;
     }
 
     /// Splits into a read half and a write half, for use from two tasks.

@@ -416,8 +416,8 @@ impl<S: Stream> ReadHalf<S> {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.shared.keepalive_expired() {
-            return Poll::Ready(Err(Error::KeepaliveTimeout));
+        if let Some(e) = self.shared.reads_ended() {
+            return Poll::Ready(Err(e));
         }
         let remaining = self.decoder.payload_remaining();
         let want = if remaining >= LARGE_FRAME as u64 {
@@ -448,17 +448,14 @@ impl<S: Stream> ReadHalf<S> {
             Poll::Ready(Ok(0)) => Poll::Ready(Err(Error::abnormal_closure())),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
             Poll::Ready(Err(e)) => Poll::Ready(Err(Error::Io(e))),
-            Poll::Pending if self.shared.keepalive.is_some() => {
-                if let Some(keepalive) = &self.shared.keepalive {
-                    keepalive.register_reader(cx.waker());
-                }
-                // An expiry between the check above and the registration.
-                if self.shared.keepalive_expired() {
-                    return Poll::Ready(Err(Error::KeepaliveTimeout));
+            Poll::Pending => {
+                self.shared.register_reader(cx.waker());
+                // Ended between the check above and the registration.
+                if let Some(e) = self.shared.reads_ended() {
+                    return Poll::Ready(Err(e));
                 }
                 self.poll_deadline(cx)
             }
-            Poll::Pending => self.poll_deadline(cx),
         }
     }
 

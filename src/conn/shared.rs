@@ -13,7 +13,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -125,6 +125,11 @@ pub(crate) struct Shared<S> {
     close_received_notify: Notify,
     shut_down: AtomicBool,
     shutdown_done: AtomicBool,
+    /// Why reads were ended from this side, if they were (a [`ReadEnd`]
+    /// plus one; zero while they were not).
+    reads_ended: AtomicU8,
+    /// The reader's waker while it waits for input.
+    reader: Mutex<Option<Waker>>,
     /// Present when keepalive pings are on.
     pub(crate) keepalive: Option<Arc<KeepaliveState>>,
     _drop_signal: Option<DropSignal>,
@@ -163,6 +168,8 @@ impl<S: Stream> Shared<S> {
             close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
             shutdown_done: AtomicBool::new(false),
+            reads_ended: AtomicU8::new(0),
+            reader: Mutex::new(None),
             _drop_signal: keepalive.clone().map(DropSignal),
             keepalive,
         })
@@ -531,9 +538,31 @@ impl<S: Stream> Shared<S> {
         .unwrap_or_else(|| BytesMut::with_capacity(size))
     }
 
-    /// A keepalive ping went unanswered.
-    pub(crate) fn keepalive_expired(&self) -> bool {
-        self.keepalive.as_ref().is_some_and(|k| k.expired())
+    /// Ends reads from this side: the reader, waiting or not, fails with
+    /// the error `why` stands for instead of waiting for the peer.
+    pub(crate) fn end_reads(&self, why: ReadEnd) {
+        let _ = self.reads_ended.compare_exchange(0, why as u8 + 1, Ordering::AcqRel, Ordering::Acquire);
+        if let Some(waker) = lock(&self.reader).take() {
+            waker.wake();
+        }
+    }
+
+    /// The error reads fail with once they were ended from this side.
+    pub(crate) fn reads_ended(&self) -> Option<Error> {
+        match self.reads_ended.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(ReadEnd::Closed.error()),
+            _ => Some(ReadEnd::Keepalive.error()),
+        }
+    }
+
+    /// Remembers the reader's waker so that [`Shared::end_reads`] can wake it.
+    pub(crate) fn register_reader(&self, waker: &Waker) {
+        let mut slot = lock(&self.reader);
+        match slot.as_ref() {
+            Some(current) if current.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
     }
 
     /// A close frame has been queued (it leaves after what was queued before it).
@@ -593,6 +622,23 @@ impl<S: Stream> Shared<S> {
         std::future::poll_fn(|cx| self.poll_shutdown(cx)).await
     }
 
+    /// Ends the connection from this side at once (gorilla's `Close`): the
+    /// write direction is shut down and a reader waiting in another task
+    /// fails instead of waiting for the peer.
+    pub(crate) async fn close_now(&self) {
+        self.end_reads(ReadEnd::Closed);
+        self.shutdown().await;
+    }
+
+    /// The end of a close handshake started here: the stream is shut down,
+    /// and when the peer's close never came, reads end too.
+    pub(crate) async fn finish_close(&self) {
+        if !self.close_received() {
+            self.end_reads(ReadEnd::Closed);
+        }
+        self.shutdown().await;
+    }
+
     /// Queues a close frame unless one was queued already, and waits until
     /// it is out or `deadline` passes (then it stays queued).
     pub(crate) async fn send_close(&self, payload: &[u8], deadline: Instant) -> Result<()> {
@@ -603,6 +649,26 @@ impl<S: Stream> Shared<S> {
         };
         let wait = std::future::poll_fn(|cx| self.poll_control(cx, id));
         tokio::time::timeout_at(deadline.into(), wait).await.unwrap_or(Err(Error::Timeout))
+    }
+}
+
+/// Why reads were ended from this side of the connection.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ReadEnd {
+    /// `close_now`, or a close handshake the peer did not answer in time.
+    Closed = 0,
+    /// A keepalive ping went unanswered.
+    Keepalive = 1,
+}
+
+impl ReadEnd {
+    fn error(self) -> Error {
+        match self {
+            ReadEnd::Closed => {
+                Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, "the connection was closed on this side"))
+            }
+            ReadEnd::Keepalive => Error::KeepaliveTimeout,
+        }
     }
 }
 
