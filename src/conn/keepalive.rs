@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::outbox::Origin;
 use super::shared::{ReadEnd, Shared, Stream};
+use crate::proto::outbox::Origin;
 use crate::proto::OpCode;
 
 /// What the keepalive task and the connection share.

@@ -35,7 +35,6 @@ mod handlers;
 mod json;
 mod keepalive;
 mod message;
-mod outbox;
 mod prepared;
 mod read;
 mod shared;

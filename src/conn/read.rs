@@ -15,11 +15,11 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
 use super::handlers::{received_code, CloseHandler, ControlContext, Handlers, PingPongHandler};
-use super::outbox::Origin;
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
 use crate::proto::deflate::Inflater;
+use crate::proto::outbox::Origin;
 use crate::proto::{CloseFrame, Decoder, Event, MessageKind, OpCode, ProtocolError, Role};
 
 /// How long the reader waits for its close frame (an echo, or the one that

@@ -25,11 +25,11 @@ use tokio::time::Sleep;
 
 use super::config::Config;
 use super::keepalive::KeepaliveState;
-use super::outbox::{control_frame, ControlId, Origin, Outbox};
 use super::wake::WriteWakers;
 use crate::error::{Error, Result};
 use crate::proto::encoder::{encode_frame, encode_header};
 use crate::proto::mask::apply_mask;
+use crate::proto::outbox::{control_frame, ControlId, Origin, Outbox};
 use crate::proto::{OpCode, Role};
 
 /// Unmasked payloads at least this large are written straight from the

@@ -19,28 +19,22 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
-use super::outbox::{ControlId, Origin};
 use super::shared::{Frame, Mode, Queued, Shared, Stream, Timer};
 use super::{Handle, MessageType, PreparedMessage};
 use crate::error::{Error, Result};
-use crate::proto::decoder::MAX_CONTROL_PAYLOAD;
-use crate::proto::deflate::Deflater;
 use crate::proto::frame::RSV1;
-use crate::proto::{CloseFrame, MessageKind, OpCode, Role};
+use crate::proto::outbox::{ControlId, Origin};
+use crate::proto::sender::{is_valid_control, Fragments, Sender};
+use crate::proto::{CloseFrame, MessageKind, OpCode};
 
 /// A streamed message that has been started and not finished.
 struct OpenMessage {
-    /// The opcode of the next frame: the message's own, then continuation.
-    opcode: OpCode,
+    /// Which frame comes next, and whether the last was queued.
+    fragments: Fragments,
+    /// The next fragment's payload.
     buf: BytesMut,
-    /// The message is compressed as it is written.
-    compressed: bool,
-    /// The compressor's final flush is in `buf` (compressed messages).
-    flushed: bool,
     /// The end position of a queued fragment that is not out yet.
     in_flight: Option<u64>,
-    /// The final fragment is queued: the message is whole on the queue.
-    finished: bool,
     /// A fragment failed: the message cannot be completed.
     failed: Option<Error>,
     timer: Timer,
@@ -50,15 +44,11 @@ struct OpenMessage {
 pub struct WriteHalf<S: Stream> {
     pub(crate) shared: Arc<Shared<S>>,
     deadline: Option<Instant>,
-    /// The message being streamed by a [`MessageWriter`] (boxed, like the
-    /// deflater: rare, and the half is part of every connection's state).
+    /// The message being streamed by a [`MessageWriter`] (boxed: rare, and
+    /// the half is part of every connection's state).
     open: Option<Box<OpenMessage>>,
-    /// Present when permessage-deflate was agreed.
-    deflater: Option<Box<Deflater>>,
-    compress: bool,
-    threshold: usize,
-    /// Reused for compressed payloads.
-    scratch: BytesMut,
+    /// Which messages are compressed, and the compressor.
+    sender: Sender,
 }
 
 impl<S: Stream> fmt::Debug for WriteHalf<S> {
@@ -135,32 +125,20 @@ impl<S: Stream> Drop for ControlWait<'_, S> {
 
 impl<S: Stream> WriteHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        let deflater = shared.config.deflate.map(|params| {
-            let (bits, resets) = match shared.role {
-                Role::Server => (params.server_max_window_bits, params.server_no_context_takeover),
-                Role::Client => (params.client_max_window_bits, params.client_no_context_takeover),
-            };
-            Box::new(Deflater::new(shared.config.compression_level, bits, resets))
-        });
-        let threshold = shared.config.compression_threshold;
-        WriteHalf { shared, deadline: None, open: None, deflater, compress: true, threshold, scratch: BytesMut::new() }
-    }
-
-    /// The compressor to use for a data message of `len` bytes, if any.
-    fn deflater_for(&mut self, len: usize) -> Option<&mut Deflater> {
-        let wanted = self.compress && len >= self.threshold;
-        self.deflater.as_deref_mut().filter(|d| wanted && d.can_compress())
+        let config = &shared.config;
+        let sender = Sender::new(shared.role, config.deflate, config.compression_level, config.compression_threshold);
+        WriteHalf { shared, deadline: None, open: None, sender }
     }
 
     /// Whether permessage-deflate was agreed for this connection.
     pub fn compression_negotiated(&self) -> bool {
-        self.deflater.is_some()
+        self.sender.compression_negotiated()
     }
 
     /// Turns compression of later data messages on or off (on by default;
     /// no effect when compression was not agreed).
     pub fn enable_write_compression(&mut self, enable: bool) {
-        self.compress = enable;
+        self.sender.set_compression(enable);
     }
 
     /// Sets the compression level, 0 (none) to 9 (best), for later messages.
@@ -168,15 +146,13 @@ impl<S: Stream> WriteHalf<S> {
         if level > 9 {
             return Err(Error::InvalidRequest(format!("compression level {level} is not in 0..=9")));
         }
-        if let Some(deflater) = &mut self.deflater {
-            deflater.set_level(level);
-        }
+        self.sender.set_level(level);
         Ok(())
     }
 
     /// Data messages shorter than `bytes` are sent uncompressed.
     pub fn set_compression_threshold(&mut self, bytes: usize) {
-        self.threshold = bytes;
+        self.sender.set_threshold(bytes);
     }
 
     /// Sends a [`PreparedMessage`]: its frame payload is made once per
@@ -193,20 +169,15 @@ impl<S: Stream> WriteHalf<S> {
         }
         let len = message.data().len();
         let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: message.data() };
-        if self.deflater_for(len).is_none() {
+        let Some((window_bits, level)) = self.sender.prepared_variant(len) else {
             return deliver(&self.shared, self.deadline, frame, Mode::Now).await;
-        }
+        };
         let mut timer = Timer::new(self.deadline);
         let shared = &*self.shared;
         wait(shared, &mut timer, |cx| shared.poll_room(cx, Mode::Now, len)).await?;
-        let Some(deflater) = self.deflater.as_deref_mut() else { return Ok(()) };
-        let payload = message.compressed(deflater.window_bits(), deflater.level());
+        let payload = message.compressed(window_bits, level);
         let queued = shared.queue_frame(Frame { rsv: RSV1, payload: &payload, ..frame }, Mode::Now, true);
-        // The peer's window now holds bytes our compressor never saw: start
-        // afresh so later messages refer only to what follows.
-        if !deflater.no_context_takeover() {
-            deflater.reset();
-        }
+        self.sender.prepared_sent();
         match queued? {
             Queued::Waiting(end) => wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
             Queued::Done | Queued::NoRoom => Ok(()),
@@ -271,8 +242,7 @@ impl<S: Stream> WriteHalf<S> {
     /// Whether a message goes out as it is, in one frame: no streamed
     /// message is open, it is not to be compressed, and it is a valid size.
     fn is_plain(&self, kind: MessageType, data: &[u8]) -> bool {
-        let compress = !kind.is_control() && self.deflater.is_some() && self.compress && data.len() >= self.threshold;
-        self.open.is_none() && !compress && !kind.is_control()
+        self.open.is_none() && !kind.is_control() && !self.sender.compresses(data.len())
     }
 
     /// Sends every fed message now.
@@ -294,7 +264,7 @@ impl<S: Stream> WriteHalf<S> {
             return write_control(&self.shared, kind, data, self.deadline).await;
         }
         let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: data };
-        if self.deflater_for(data.len()).is_none() {
+        if !self.sender.compresses(data.len()) {
             return deliver(&self.shared, self.deadline, frame, mode).await;
         }
         let shared = &*self.shared;
@@ -302,13 +272,10 @@ impl<S: Stream> WriteHalf<S> {
         // Wait for room before compressing: the compressor must see only
         // what is sure to be sent.
         wait(shared, &mut timer, |cx| shared.poll_room(cx, mode, data.len())).await?;
-        let Some(deflater) = self.deflater.as_deref_mut() else { return Ok(()) };
-        self.scratch.clear();
-        deflater.compress_message(data, &mut self.scratch);
-        match shared.queue_frame(Frame { rsv: RSV1, payload: &self.scratch, ..frame }, mode, true) {
+        let (rsv, payload) = self.sender.message(data);
+        match shared.queue_frame(Frame { rsv, payload, ..frame }, mode, true) {
             Err(e) => {
-                // The compressor saw a message that did not go out.
-                deflater.reset();
+                self.sender.message_lost();
                 Err(e)
             }
             Ok(Queued::Waiting(end)) => wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
@@ -352,15 +319,10 @@ impl<S: Stream> WriteHalf<S> {
             return Err(e);
         }
         let capacity = self.shared.config.write_buffer_size.max(1);
-        // Streamed messages are compressed whatever their length: it is not known yet.
-        let compressed = self.deflater_for(usize::MAX).is_some();
         self.open = Some(Box::new(OpenMessage {
-            opcode: kind.opcode(),
+            fragments: self.sender.begin(kind),
             buf: BytesMut::with_capacity(capacity),
-            compressed,
-            flushed: false,
             in_flight: None,
-            finished: false,
             failed: None,
             timer: Timer::new(self.deadline),
         }));
@@ -416,13 +378,8 @@ impl<S: Stream> WriteHalf<S> {
         };
         open.timer.set(self.deadline);
         let mut result = ready!(open.poll_in_flight(&self.shared, cx));
-        if result.is_ok() && fin && !open.finished {
-            if open.compressed && !open.flushed {
-                if let Some(deflater) = &mut self.deflater {
-                    deflater.compress(&[], &mut open.buf, true);
-                }
-                open.flushed = true;
-            }
+        if result.is_ok() && fin && !open.fragments.is_finished() {
+            self.sender.end_stream(&mut open.fragments, &mut open.buf);
             result = ready!(open.poll_fragment(&self.shared, cx, true));
         } else if result.is_ok() && !fin && !open.buf.is_empty() {
             result = ready!(open.poll_fragment(&self.shared, cx, false));
@@ -474,14 +431,12 @@ impl OpenMessage {
                 Err(Error::Timeout)
             }
         };
-        // RFC 7692 §6: RSV1 marks the first frame of a compressed message only.
-        let rsv = if self.compressed && self.opcode != OpCode::Continuation { RSV1 } else { 0 };
-        let frame = Frame { opcode: self.opcode, fin, rsv, payload: &self.buf };
+        let (opcode, rsv) = self.fragments.next();
+        let frame = Frame { opcode, fin, rsv, payload: &self.buf };
         match room.and_then(|()| shared.queue_frame(frame, Mode::Now, true)) {
             Ok(queued) => {
-                self.opcode = OpCode::Continuation;
+                self.fragments.queued(fin);
                 self.buf.clear();
-                self.finished = fin;
                 if let Queued::Waiting(end) = queued {
                     self.in_flight = Some(end);
                 }
@@ -505,10 +460,10 @@ pub(crate) async fn write_control<S: Stream>(
     data: &[u8],
     deadline: Option<Instant>,
 ) -> Result<()> {
-    if !kind.is_control() || data.len() as u64 > MAX_CONTROL_PAYLOAD {
+    let opcode = kind.opcode();
+    if !is_valid_control(opcode, data.len()) {
         return Err(Error::InvalidControlFrame);
     }
-    let opcode = kind.opcode();
     let id = shared.queue_control(Origin::User, opcode, data)?;
     let mut pending = ControlWait { shared, id, keep: opcode == OpCode::Close };
     let mut timer = Timer::new(deadline);
@@ -562,7 +517,7 @@ impl<S: Stream> AsyncWrite for MessageWriter<'_, S> {
         let Some(open) = &mut half.open else {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };
-        if open.finished {
+        if open.fragments.is_finished() {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         }
         open.timer.set(half.deadline);
@@ -570,16 +525,7 @@ impl<S: Stream> AsyncWrite for MessageWriter<'_, S> {
         if open.buf.len() >= capacity {
             ready!(open.poll_fragment(&half.shared, cx, false))?;
         }
-        if open.compressed {
-            let n = data.len().min(capacity);
-            if let Some(deflater) = &mut half.deflater {
-                deflater.compress(&data[..n], &mut open.buf, false);
-            }
-            return Poll::Ready(Ok(n));
-        }
-        let n = data.len().min(capacity - open.buf.len());
-        open.buf.extend_from_slice(&data[..n]);
-        Poll::Ready(Ok(n))
+        Poll::Ready(Ok(half.sender.stream(&open.fragments, data, &mut open.buf, capacity)))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -23,6 +23,8 @@ pub mod frame;
 pub mod handshake;
 pub mod mask;
 mod opcode;
+pub(crate) mod outbox;
+pub(crate) mod sender;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};

@@ -15,7 +15,7 @@
 //!
 //! Positions are counted in bytes since the start of the connection: a frame
 //! is out when the stream has taken, and flushed, everything up to its end.
-//! This module does no I/O; `shared.rs` moves the bytes.
+//! This module does no I/O: a driver moves the bytes.
 
 use std::collections::VecDeque;
 
