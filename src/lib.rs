@@ -109,6 +109,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod config;
 pub mod conn;
 pub mod dial;
 mod error;

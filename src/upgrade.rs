@@ -119,7 +119,7 @@ impl Upgrader {
         &mut self.options_mut().config
     }
 
-    crate::conn::connection_options!();
+    crate::config::connection_options!();
 
     /// An upgrader with the defaults: 4 KiB buffers, no subprotocols, the
     /// same-origin policy, a 10 s handshake timeout for [`Upgrader::accept`],

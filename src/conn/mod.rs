@@ -27,8 +27,6 @@
 //! when its future is dropped is taken back. Each method's documentation
 //! says what dropping it does.
 
-mod config;
-pub(crate) use config::connection_options;
 mod handle;
 mod handlers;
 #[cfg(feature = "json")]
@@ -48,7 +46,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-pub use config::{
+pub use crate::config::{
     Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAGMENTS,
     DEFAULT_PONG_TIMEOUT, DEFAULT_READ_LIMIT,
 };

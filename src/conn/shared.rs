@@ -23,9 +23,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use super::config::Config;
 use super::keepalive::KeepaliveState;
 use super::wake::WriteWakers;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::proto::encoder::{encode_frame, encode_header};
 use crate::proto::mask::apply_mask;

@@ -129,7 +129,7 @@ impl Dialer {
         &mut self.config
     }
 
-    crate::conn::connection_options!();
+    crate::config::connection_options!();
 
     /// A dialer with the defaults of [`Dialer::default`].
     pub fn new() -> Self {

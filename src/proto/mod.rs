@@ -7,6 +7,7 @@
 //! - [`mask`]: payload masking.
 //! - [`utf8`]: incremental UTF-8 validation.
 //! - [`close`]: close codes and close frames.
+//! - [`connection`]: one endpoint as a state machine, built on the rest.
 //! - [`decoder`]: the read side, a validating state machine.
 //! - [`encoder`]: the write side.
 //! - [`handshake`]: the server side of the opening handshake.
@@ -14,6 +15,7 @@
 
 pub mod client_handshake;
 pub mod close;
+pub mod connection;
 pub mod decoder;
 pub mod deflate;
 pub mod encoder;
@@ -28,6 +30,7 @@ pub(crate) mod sender;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
+pub use connection::Connection;
 pub use decoder::{Decoder, Event};
 pub use encoder::encode_frame;
 pub use error::ProtocolError;
