@@ -109,10 +109,13 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod config;
 pub mod conn;
 pub mod dial;
 mod error;
+mod handlers;
 mod pool;
 pub mod proto;
 pub mod upgrade;

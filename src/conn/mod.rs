@@ -28,7 +28,6 @@
 //! says what dropping it does.
 
 mod handle;
-mod handlers;
 #[cfg(feature = "json")]
 mod json;
 mod keepalive;
@@ -50,10 +49,10 @@ pub use crate::config::{
     Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAGMENTS,
     DEFAULT_PONG_TIMEOUT, DEFAULT_READ_LIMIT,
 };
-pub use handle::Handle;
-pub use handlers::{
+pub use crate::handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
 };
+pub use handle::Handle;
 pub use message::{Message, MessageType};
 pub use prepared::PreparedMessage;
 pub use read::{MessageReader, ReadHalf};

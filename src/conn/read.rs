@@ -14,10 +14,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
-use super::handlers::{received_code, CloseHandler, ControlContext, Handlers, PingPongHandler};
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
+use crate::handlers::{received_code, CloseHandler, ControlContext, Handlers, PingPongHandler};
 use crate::proto::deflate::Inflater;
 use crate::proto::outbox::Origin;
 use crate::proto::{CloseFrame, Decoder, Event, MessageKind, OpCode, ProtocolError, Role};
@@ -229,7 +229,7 @@ impl<S: Stream> ReadHalf<S> {
     /// Sets the handler for received pings; `None` restores the default (reply
     /// with a pong carrying the same payload).
     pub fn set_ping_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.handlers.ping = handler.unwrap_or_else(super::handlers::default_ping_handler);
+        self.handlers.ping = handler.unwrap_or_else(crate::handlers::default_ping_handler);
     }
 
     /// The handler for received pings.
@@ -239,7 +239,7 @@ impl<S: Stream> ReadHalf<S> {
 
     /// Sets the handler for received pongs; `None` restores the default (do nothing).
     pub fn set_pong_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.handlers.pong = handler.unwrap_or_else(super::handlers::default_pong_handler);
+        self.handlers.pong = handler.unwrap_or_else(crate::handlers::default_pong_handler);
     }
 
     /// The handler for received pongs.
@@ -251,7 +251,7 @@ impl<S: Stream> ReadHalf<S> {
     /// (echo the status code). The read that received the close still returns
     /// [`Error::Closed`] after the handler ran, unless the handler failed.
     pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
-        self.handlers.close = handler.unwrap_or_else(super::handlers::default_close_handler);
+        self.handlers.close = handler.unwrap_or_else(crate::handlers::default_close_handler);
     }
 
     /// The handler for a received close frame.

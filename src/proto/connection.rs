@@ -164,6 +164,32 @@ impl Connection {
         self.role
     }
 
+    /// Whether permessage-deflate was agreed.
+    pub fn compression_negotiated(&self) -> bool {
+        self.sender.compression_negotiated()
+    }
+
+    /// Turns compression of later data messages on or off.
+    pub fn set_compression(&mut self, enable: bool) {
+        self.sender.set_compression(enable);
+    }
+
+    /// Sets the compression level (0–9) of later messages.
+    pub fn set_compression_level(&mut self, level: u32) {
+        self.sender.set_level(level);
+    }
+
+    /// Sets the largest message accepted; `None` removes the limit.
+    pub fn set_read_limit(&mut self, limit: Option<u64>) {
+        self.decoder.set_max_message_size(limit);
+    }
+
+    /// The write side failed for good (the transport failed, or a write
+    /// deadline passed while a frame was under way): nothing more is sent.
+    pub fn fail_writes(&mut self, error: Error) {
+        self.outbox.fail(error);
+    }
+
     // ---- input ----------------------------------------------------------
 
     /// Bytes that arrived before the connection began (read past the

@@ -1,0 +1,15 @@
+//! The blocking API (feature `blocking`): the same connection over
+//! `std::io` streams, for a thread per connection.
+//!
+//! [`Conn`] drives the same sans-IO core ([`crate::proto::Connection`]) as
+//! the async [`crate::Conn`], so every protocol rule — validation, the close
+//! handshake, compression with context takeover, keepalive — is the same.
+//! Reads block the calling thread; each write goes out before it returns.
+//! Deadlines and keepalive use the stream's timeouts ([`Transport`]).
+//!
+//! One thread per connection is the model: a server accepts on one thread
+//! and hands each connection to a thread of its own.
+
+mod conn;
+
+pub use conn::{Conn, MessageReader, MessageWriter, Transport};
