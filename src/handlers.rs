@@ -13,7 +13,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::proto::{CloseCode, CloseFrame, OpCode};
+use crate::proto::{CloseFrame, OpCode};
 
 /// What a control-frame handler may do: queue replies and move the read deadline.
 pub struct ControlContext<'a> {
@@ -108,9 +108,4 @@ impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Handlers { .. }")
     }
-}
-
-/// Used when the peer's close frame has no code.
-pub(crate) fn received_code(frame: Option<&CloseFrame>) -> CloseCode {
-    frame.map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code)
 }

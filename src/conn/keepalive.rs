@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::shared::{ReadEnd, Shared, Stream};
+use crate::proto::keepalive::{Due, Keepalive};
 use crate::proto::outbox::Origin;
 use crate::proto::OpCode;
 
@@ -78,38 +79,45 @@ async fn run<S: Stream>(
     interval: Duration,
     pong_timeout: Duration,
 ) {
-    let mut seq: u64 = 0;
+    // The timing rules are the core's; this task only sleeps and acts.
+    let mut timer = Keepalive::new(interval, pong_timeout, Instant::now());
+    let mut pongs = state.pongs.load(Ordering::Acquire);
     loop {
-        if state.wait_until(Instant::now() + interval, || state.is_dropped()).await {
-            return;
-        }
-        let before = state.pongs.load(Ordering::Acquire);
-        let deadline = Instant::now() + pong_timeout;
-        {
-            let Some(conn) = shared.upgrade() else { return };
-            if conn.close_sent() || conn.close_received() || conn.is_shut_down() {
-                return;
-            }
-            seq += 1;
-            let Ok(ping) = conn.queue_control(Origin::User, OpCode::Ping, &seq.to_be_bytes()) else { return };
-            // Drive the ping out: the connection may have no other writer.
-            let sent = std::future::poll_fn(|cx| conn.poll_control(cx, ping));
-            if let Ok(Err(_)) = tokio::time::timeout_at(deadline.into(), sent).await {
-                return;
-            }
-        }
-        let answered =
-            state.wait_until(deadline, || state.pongs.load(Ordering::Acquire) != before || state.is_dropped()).await;
+        let seen = pongs;
+        state
+            .wait_until(timer.poll_timeout(), || state.pongs.load(Ordering::Acquire) != seen || state.is_dropped())
+            .await;
         if state.is_dropped() {
             return;
         }
-        if !answered {
-            let Some(conn) = shared.upgrade() else { return };
-            if !conn.close_received() {
-                conn.end_reads(ReadEnd::Keepalive);
-                conn.shutdown().await;
+        pongs = state.pongs.load(Ordering::Acquire);
+        if pongs != seen {
+            timer.pong_received();
+        }
+        match timer.on_timeout(Instant::now()) {
+            Due::Nothing => {}
+            Due::Ping(seq) => {
+                let Some(conn) = shared.upgrade() else { return };
+                if conn.close_sent() || conn.close_received() || conn.is_shut_down() {
+                    return;
+                }
+                let Ok(ping) = conn.queue_control(Origin::User, OpCode::Ping, &seq.to_be_bytes()) else { return };
+                // Drive the ping out: the connection may have no other
+                // writer. A ping that cannot leave before its pong is due
+                // ends the connection at the deadline below.
+                let sent = std::future::poll_fn(|cx| conn.poll_control(cx, ping));
+                if let Ok(Err(_)) = tokio::time::timeout_at(timer.poll_timeout().into(), sent).await {
+                    return;
+                }
             }
-            return;
+            Due::Expired => {
+                let Some(conn) = shared.upgrade() else { return };
+                if !conn.close_received() {
+                    conn.end_reads(ReadEnd::Keepalive);
+                    conn.shutdown().await;
+                }
+                return;
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -17,14 +17,12 @@ use tokio::time::Sleep;
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
-use crate::handlers::{received_code, CloseHandler, ControlContext, Handlers, PingPongHandler};
+use crate::handlers::{CloseHandler, ControlContext, Handlers, PingPongHandler};
+use crate::proto::close::received_code;
+use crate::proto::connection::REPLY_TIMEOUT;
 use crate::proto::deflate::Inflater;
 use crate::proto::outbox::Origin;
 use crate::proto::{CloseFrame, Decoder, Event, MessageKind, OpCode, ProtocolError, Role};
-
-/// How long the reader waits for its close frame (an echo, or the one that
-/// fails the connection) to leave before it shuts the stream down anyway.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A message's bytes are copied out of the read buffer when that buffer's
 /// allocation is larger than this and more than four times the message:

@@ -175,6 +175,12 @@ impl fmt::Display for CloseFrame {
     }
 }
 
+/// The code a received close frame reports: RFC 6455 §7.1.5, a close
+/// without a code is reported as 1005 (no status received).
+pub(crate) fn received_code(frame: Option<&CloseFrame>) -> CloseCode {
+    frame.map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::close::{CloseCode, CloseFrame};
+use super::close::{received_code, CloseFrame};
 use super::decoder::{Decoder, Event as Decoded};
 use super::deflate::Inflater;
 use super::encoder::encode_frame;
+use super::keepalive::{Due, Keepalive};
 use super::outbox::{control_frame, Origin, Outbox};
 use super::sender::{is_valid_control, Fragments, Sender};
 use super::{MessageKind, OpCode, ProtocolError, Role};
@@ -62,18 +63,6 @@ pub enum Event {
     /// [`Connection::next_event`] returns [`Error::Closed`]; answer with
     /// [`Connection::reply`] (a close) to complete the handshake.
     Close(Option<CloseFrame>),
-}
-
-/// Keepalive: a ping every `interval`, and the connection ended when its
-/// pong does not come within `timeout`.
-#[derive(Debug)]
-struct Keepalive {
-    interval: Duration,
-    timeout: Duration,
-    next_ping: Instant,
-    /// The pong deadline of the ping under way.
-    deadline: Option<Instant>,
-    seq: u64,
 }
 
 /// The core of one connection. See the module documentation.
@@ -132,13 +121,7 @@ impl Connection {
             };
             decoder.set_inflater(Some(Inflater::new(peer_resets)));
         }
-        let keepalive = config.ping_interval.map(|interval| Keepalive {
-            interval,
-            timeout: config.pong_timeout,
-            next_ping: now + interval,
-            deadline: None,
-            seq: 0,
-        });
+        let keepalive = config.ping_interval.map(|interval| Keepalive::new(interval, config.pong_timeout, now));
         Connection {
             role,
             decoder,
@@ -245,15 +228,14 @@ impl Connection {
             Decoded::Ping(payload) => Event::Ping(payload),
             Decoded::Pong(payload) => {
                 if let Some(keepalive) = &mut self.keepalive {
-                    keepalive.deadline = None;
+                    keepalive.pong_received();
                 }
                 Event::Pong(payload)
             }
             Decoded::Close(frame) => {
                 self.close_received = true;
                 self.error = Some(Error::Closed(CloseError {
-                    // RFC 6455 §7.1.5: no code received is reported as 1005.
-                    code: frame.as_ref().map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code),
+                    code: received_code(frame.as_ref()),
                     reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
                 }));
                 // Our close (sent before, or the answer the driver queues
@@ -448,7 +430,7 @@ impl Connection {
     /// When [`Connection::handle_timeout`] must next be called, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keepalive = self.keepalive.as_ref().filter(|_| !self.transport_done && self.error.is_none());
-        let keepalive = keepalive.map(|k| k.deadline.unwrap_or(k.next_ping));
+        let keepalive = keepalive.map(Keepalive::poll_timeout);
         match (self.deadline.filter(|_| !self.transport_done), keepalive) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -471,19 +453,15 @@ impl Connection {
         if self.error.is_some() || self.transport_done {
             return;
         }
-        match keepalive.deadline {
-            Some(deadline) if now >= deadline => {
+        match keepalive.on_timeout(now) {
+            Due::Expired => {
                 self.error = Some(Error::KeepaliveTimeout);
                 self.transport_done = true;
             }
-            None if now >= keepalive.next_ping => {
-                keepalive.seq += 1;
-                keepalive.deadline = Some(now + keepalive.timeout);
-                keepalive.next_ping = now + keepalive.interval;
-                let seq = keepalive.seq.to_be_bytes();
-                let _ = self.queue_control(Origin::User, OpCode::Ping, &seq);
+            Due::Ping(seq) => {
+                let _ = self.queue_control(Origin::User, OpCode::Ping, &seq.to_be_bytes());
             }
-            _ => {}
+            Due::Nothing => {}
         }
     }
 }
@@ -491,6 +469,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::CloseCode;
 
     fn config() -> Config {
         Config::default()

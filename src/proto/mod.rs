@@ -23,6 +23,7 @@ mod error;
 pub mod extensions;
 pub mod frame;
 pub mod handshake;
+pub(crate) mod keepalive;
 pub mod mask;
 mod opcode;
 pub(crate) mod outbox;
