@@ -9,6 +9,13 @@ cargo fmt --all -- --check
 cargo clippy --quiet --all-targets --all-features -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --all-features
 
+echo "== the blocking API alone: no tokio, no hyper in the tree"
+cargo clippy --quiet --lib --no-default-features --features blocking,rustls -- -D warnings
+if cargo tree --no-default-features --features blocking,rustls -e normal --prefix none | grep -E '^(tokio|hyper)'; then
+  echo "the blocking-only build pulls in the crates above" >&2
+  exit 1
+fi
+
 echo "== benchmarks build"
 cargo bench --quiet --no-run
 

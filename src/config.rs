@@ -100,19 +100,20 @@ impl fmt::Debug for Config {
 
 /// The builder methods for per-connection settings, shared by
 /// [`crate::Upgrader`] and [`crate::Dialer`] (each keeps a `config: Config`).
+#[cfg_attr(not(feature = "tokio"), allow(unused_macros))]
 macro_rules! connection_options {
     () => {
         /// Bytes read per system call, at least (0 restores the default
         /// 4096). Buffer sizes do not limit message size.
         pub fn read_buffer_size(mut self, size: usize) -> Self {
-            self.config_mut().read_buffer_size = if size == 0 { $crate::conn::DEFAULT_BUFFER_SIZE } else { size };
+            self.config_mut().read_buffer_size = if size == 0 { $crate::DEFAULT_BUFFER_SIZE } else { size };
             self
         }
 
         /// Write buffer size, and fragment size of streamed messages (0
         /// restores the default 4096).
         pub fn write_buffer_size(mut self, size: usize) -> Self {
-            self.config_mut().write_buffer_size = if size == 0 { $crate::conn::DEFAULT_BUFFER_SIZE } else { size };
+            self.config_mut().write_buffer_size = if size == 0 { $crate::DEFAULT_BUFFER_SIZE } else { size };
             self
         }
 
@@ -182,4 +183,5 @@ macro_rules! connection_options {
     };
 }
 
+#[cfg(feature = "tokio")]
 pub(crate) use connection_options;

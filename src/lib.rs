@@ -112,26 +112,40 @@
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod config;
+#[cfg(feature = "tokio")]
 pub mod conn;
+#[cfg(feature = "tokio")]
 pub mod dial;
 mod error;
 mod handlers;
+mod message;
 mod pool;
+mod prepared;
 pub mod proto;
+#[cfg(feature = "tokio")]
 pub mod upgrade;
 
-pub use conn::{
-    CloseHandler, Config, Conn, ControlContext, Handle, Message, MessageReader, MessageType, MessageWriter,
-    PingPongHandler, PreparedMessage, ReadHalf, SocketAddrs, Stream, WriteHalf,
+pub use config::{
+    Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAGMENTS,
+    DEFAULT_PONG_TIMEOUT, DEFAULT_READ_LIMIT,
 };
+#[cfg(feature = "tokio")]
+pub use conn::{Conn, Handle, MessageReader, MessageWriter, ReadHalf, SocketAddrs, Stream, WriteHalf};
 #[cfg(feature = "tls")]
 pub use dial::TlsRoots;
+#[cfg(feature = "tokio")]
 pub use dial::{connect, ClientStream, CookieJar, Dialer, MemoryCookieJar, Proxy};
 pub use error::{CloseError, Error, Result};
+pub use handlers::{
+    default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
+};
+pub use message::{Message, MessageType};
 pub use pool::{BufferPool, SimpleBufferPool};
+pub use prepared::PreparedMessage;
 pub use proto::extensions::{DeflateConfig, DeflateParams};
 pub use proto::handshake::{is_websocket_upgrade, Rejection};
 pub use proto::{CloseCode, CloseFrame, MessageKind, Role};
+#[cfg(feature = "tokio")]
 pub use upgrade::Upgrader;
 #[cfg(feature = "hyper")]
 pub use upgrade::{Rejected, UpgradedStream, Upgrading};

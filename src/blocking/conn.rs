@@ -55,7 +55,7 @@ impl Transport for std::os::unix::net::UnixStream {
 
 /// rustls streams over a transport: the TLS close_notify goes out before
 /// the transport's own shutdown.
-#[cfg(feature = "tls")]
+#[cfg(feature = "rustls")]
 macro_rules! tls_transport {
     ($side:ty) => {
         impl<T: Transport> Transport for rustls::StreamOwned<$side, T> {
@@ -74,9 +74,9 @@ macro_rules! tls_transport {
     };
 }
 
-#[cfg(feature = "tls")]
+#[cfg(feature = "rustls")]
 tls_transport!(rustls::ClientConnection);
-#[cfg(feature = "tls")]
+#[cfg(feature = "rustls")]
 tls_transport!(rustls::ServerConnection);
 
 /// A WebSocket connection over a blocking stream, for a thread per
@@ -333,10 +333,11 @@ impl<S: Transport> Conn<S> {
         self.write_message(MessageType::Binary, data)
     }
 
-    /// Sends a [`PreparedMessage`] (its payload as given; a prepared
-    /// message's compressed variants serve the async connections).
+    /// Sends a [`PreparedMessage`]: compressed once per compression variant
+    /// and shared by every connection that sends it.
     pub fn write_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
-        self.write_message(message.kind(), message.data())
+        self.core.send_prepared(message)?;
+        self.write_out(self.write_deadline)
     }
 
     /// Sends a control frame with its own `deadline` for the write.

@@ -31,8 +31,6 @@ mod handle;
 #[cfg(feature = "json")]
 mod json;
 mod keepalive;
-mod message;
-mod prepared;
 mod read;
 mod shared;
 mod wake;
@@ -52,9 +50,9 @@ pub use crate::config::{
 pub use crate::handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
 };
+pub use crate::message::{Message, MessageType};
+pub use crate::prepared::PreparedMessage;
 pub use handle::Handle;
-pub use message::{Message, MessageType};
-pub use prepared::PreparedMessage;
 pub use read::{MessageReader, ReadHalf};
 pub use shared::Stream;
 pub use write::{MessageWriter, WriteHalf};

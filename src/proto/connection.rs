@@ -31,12 +31,14 @@ use super::close::{received_code, CloseFrame};
 use super::decoder::{Decoder, Event as Decoded};
 use super::deflate::Inflater;
 use super::encoder::encode_frame;
+use super::frame::RSV1;
 use super::keepalive::{Due, Keepalive};
 use super::outbox::{control_frame, Origin, Outbox};
 use super::sender::{is_valid_control, Fragments, Sender};
 use super::{MessageKind, OpCode, ProtocolError, Role};
 use crate::config::Config;
 use crate::error::{CloseError, Error, Result};
+use crate::prepared::PreparedMessage;
 
 /// How long a close frame that ends the connection (an answer to the peer's
 /// close, or the one that fails the connection) may take to leave before
@@ -281,6 +283,27 @@ impl Connection {
         let (rsv, payload) = self.sender.message(data);
         let make = || BytesMut::with_capacity(payload.len() + 14);
         self.outbox.append(make, |buf| encode_frame(buf, opcode, true, rsv, key, payload));
+        Ok(())
+    }
+
+    /// Sends a [`PreparedMessage`]: its payload compressed once per
+    /// compression variant and shared by every connection that sends it.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        let opcode = message.kind().opcode();
+        if opcode.is_control() {
+            return self.send_control(opcode, message.data());
+        }
+        let Some((window_bits, level)) = self.sender.prepared_variant(message.data().len()) else {
+            return self.send_message(opcode, message.data());
+        };
+        if let Some(e) = self.outbox.refusal() {
+            return Err(e);
+        }
+        let payload = message.compressed(window_bits, level);
+        let key = self.mask_key();
+        let make = || BytesMut::with_capacity(payload.len() + 14);
+        self.outbox.append(make, |buf| encode_frame(buf, opcode, true, RSV1, key, &payload));
+        self.sender.prepared_sent();
         Ok(())
     }
 

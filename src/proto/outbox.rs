@@ -68,6 +68,8 @@ pub(crate) struct Outbox {
     progress: u64,
 }
 
+// Parts of the queue only the async driver uses.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 impl Outbox {
     /// The error a new frame would fail with, if any: after a close
     /// nothing more may be sent.

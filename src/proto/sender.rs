@@ -29,6 +29,7 @@ pub(crate) struct Sender {
     scratch: BytesMut,
 }
 
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 impl Sender {
     /// The sending side of `role` under the agreed `deflate` parameters.
     pub(crate) fn new(role: Role, deflate: Option<DeflateParams>, level: u32, threshold: usize) -> Self {
@@ -160,6 +161,7 @@ pub(crate) struct Fragments {
     finished: bool,
 }
 
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 impl Fragments {
     /// The opcode and RSV bits of the next fragment: the message's own
     /// opcode first, continuation after; RSV1 marks the first frame of a

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
 
-use super::MessageType;
+use crate::message::MessageType;
 use crate::proto::deflate::Deflater;
 
 /// A message prepared for sending to many connections (gorilla's
