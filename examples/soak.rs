@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use silverback::{CloseCode, CloseFrame, Dialer, MessageKind, MessageType, Proxy, Upgrader};
+use silverback::{CloseCode, CloseFrame, Dialer, MessageType, Proxy, Upgrader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
@@ -246,7 +246,7 @@ async fn life(dialer: &Dialer, url: &str, rng: &mut Rng, end: Instant, idle_ms: 
             return;
         }
         match conn.read_message().await {
-            Ok(msg) if msg.data == data && (msg.kind == MessageKind::Text) == text => {
+            Ok(msg) if msg.data == data && (msg.kind == MessageType::Text) == text => {
                 stats.messages.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {

@@ -144,7 +144,7 @@ pub use pool::{BufferPool, SimpleBufferPool};
 pub use prepared::PreparedMessage;
 pub use proto::extensions::{DeflateConfig, DeflateParams};
 pub use proto::handshake::{is_websocket_upgrade, Rejection};
-pub use proto::{CloseCode, CloseFrame, MessageKind, Role};
+pub use proto::{CloseCode, CloseFrame, Role};
 #[cfg(feature = "tokio")]
 pub use upgrade::Upgrader;
 #[cfg(feature = "hyper")]

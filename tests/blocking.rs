@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use silverback::blocking::Conn;
 use silverback::proto::handshake::accept_key;
-use silverback::{CloseCode, CloseFrame, Config, Error, MessageKind, MessageType, Role};
+use silverback::{CloseCode, CloseFrame, Config, Error, MessageType, Role};
 use tungstenite::Message as WsMessage;
 
 /// Accepts one connection, answers its opening handshake by hand and runs
@@ -111,7 +111,7 @@ fn pings_are_answered_and_streamed_messages_cross_in_fragments() {
     assert_eq!(ws.read().unwrap(), WsMessage::text(text));
     ws.send(WsMessage::text("last")).unwrap();
     let last = server.join().unwrap().unwrap();
-    assert_eq!((last.kind, &last.data[..]), (MessageKind::Text, &b"last"[..]));
+    assert_eq!((last.kind, &last.data[..]), (MessageType::Text, &b"last"[..]));
 }
 
 #[test]

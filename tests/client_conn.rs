@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client_support::*;
-use silverback::{
-    ClientStream, CloseCode, CloseFrame, Conn, Error, MessageKind, MessageType, PingPongHandler, Upgrader,
-};
+use silverback::{ClientStream, CloseCode, CloseFrame, Conn, Error, MessageType, PingPongHandler, Upgrader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,16 +46,16 @@ async fn echo_text_binary_and_large_messages() {
     conn.write_text("héllo, wörld ✓").await.unwrap();
     conn.write_binary(&every_byte).await.unwrap();
     conn.write_text("").await.unwrap();
-    conn.write_message(MessageKind::Binary, &large).await.unwrap();
+    conn.write_message(MessageType::Binary, &large).await.unwrap();
 
     let m = within(conn.read_message()).await.unwrap();
     assert_eq!(m.as_text(), Some("héllo, wörld ✓"));
     let m = within(conn.read_message()).await.unwrap();
-    assert_eq!((m.kind, &m.data[..]), (MessageKind::Binary, &every_byte[..]));
+    assert_eq!((m.kind, &m.data[..]), (MessageType::Binary, &every_byte[..]));
     let m = within(conn.read_message()).await.unwrap();
-    assert_eq!((m.kind, m.data.len()), (MessageKind::Text, 0));
+    assert_eq!((m.kind, m.data.len()), (MessageType::Text, 0));
     let m = within(conn.read_message()).await.unwrap();
-    assert_eq!(m.kind, MessageKind::Binary);
+    assert_eq!(m.kind, MessageType::Binary);
     assert!(m.data == large, "large message corrupted");
 
     within(conn.close(CloseFrame::new(CloseCode::NORMAL, ""))).await.unwrap();
@@ -69,7 +67,7 @@ async fn streamed_messages_both_ways() {
     let (addr, server) = spawn_server(Upgrader::new().write_buffer_size(1000), |mut conn| async move {
         // Receive a fragmented message whole, answer with a streamed one.
         let msg = conn.read_message().await.unwrap();
-        let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
         writer.write_all(&msg.data).await.unwrap();
         writer.write_all(b" (echoed)").await.unwrap();
         writer.close().await.unwrap();
@@ -78,14 +76,14 @@ async fn streamed_messages_both_ways() {
     .await;
     let (mut conn, _) = within(dialer().write_buffer_size(700).connect(&ws_url(addr, "/"))).await.unwrap();
     let text = "streamed ".repeat(1000);
-    let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+    let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
     for chunk in text.as_bytes().chunks(333) {
         writer.write_all(chunk).await.unwrap();
     }
     writer.close().await.unwrap();
 
     let (kind, mut reader) = within(conn.next_reader()).await.unwrap();
-    assert_eq!(kind, MessageKind::Text);
+    assert_eq!(kind, MessageType::Text);
     let mut received = Vec::new();
     within(reader.read_to_end(&mut received)).await.unwrap();
     assert_eq!(received, format!("{text} (echoed)").into_bytes());
@@ -330,7 +328,7 @@ async fn split_halves_in_two_tasks() {
     let writer = tokio::spawn(async move {
         for i in 0..N {
             let payload = if i % 10 == 0 { vec![i as u8; 70_000] } else { format!("message {i}").into_bytes() };
-            let kind = if i % 10 == 0 { MessageKind::Binary } else { MessageKind::Text };
+            let kind = if i % 10 == 0 { MessageType::Binary } else { MessageType::Text };
             write.write_message(kind, payload).await.unwrap();
         }
         write

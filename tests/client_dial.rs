@@ -16,7 +16,7 @@ use client_support::*;
 use futures_util::StreamExt;
 use http::header::{HeaderName, HeaderValue};
 use silverback::dial::BoxedStream;
-use silverback::{CloseCode, CloseFrame, CookieJar, Error, MemoryCookieJar, MessageKind, MessageType, Upgrader};
+use silverback::{CloseCode, CloseFrame, CookieJar, Error, MemoryCookieJar, MessageType, Upgrader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -258,7 +258,7 @@ async fn every_client_frame_is_masked_with_varying_keys() {
     conn.write_control(MessageType::Ping, "ping!", None).await.unwrap();
     conn.write_control(MessageType::Pong, "pong!", None).await.unwrap();
     {
-        let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
         writer.write_all(&[b'z'; 1500]).await.unwrap();
         writer.close().await.unwrap();
     }
@@ -556,7 +556,7 @@ async fn bytes_right_after_the_101_are_the_first_messages() {
     let first = within(conn.read_message()).await.unwrap();
     assert_eq!(first.as_text(), Some("early bird"));
     let second = within(conn.read_message()).await.unwrap();
-    assert_eq!((second.kind, &second.data[..]), (MessageKind::Binary, &[1u8, 2, 3][..]));
+    assert_eq!((second.kind, &second.data[..]), (MessageType::Binary, &[1u8, 2, 3][..]));
 }
 
 // ---------------------------------------------------------------------------

@@ -33,8 +33,8 @@ use silverback::proto::deflate::{Deflater, Inflater};
 use silverback::proto::handshake::accept_key;
 use silverback::proto::ProtocolError;
 use silverback::{
-    ClientStream, CloseCode, CloseFrame, Conn, DeflateConfig, Dialer, Error, MessageKind, MessageType, PreparedMessage,
-    Proxy, Upgrader,
+    ClientStream, CloseCode, CloseFrame, Conn, DeflateConfig, Dialer, Error, MessageType, PreparedMessage, Proxy,
+    Upgrader,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -722,18 +722,18 @@ async fn round_trip(dialer: Dialer, upgrader: Upgrader, expect: Expect) {
     let big = if expect.client_window.min(expect.server_window) <= 10 { 192 << 10 } else { 1 << 20 };
     let small_repeat = noise_text(200, 1);
     let wide_repeat = noise(3000, 2);
-    let mut messages: Vec<(MessageKind, Vec<u8>)> = vec![
-        (MessageKind::Text, b"Hello".to_vec()),
-        (MessageKind::Binary, pattern(1000)),
-        (MessageKind::Text, Vec::new()),
-        (MessageKind::Binary, Vec::new()),
-        (MessageKind::Text, text_of(big).into_bytes()),
-        (MessageKind::Binary, short_period(big)),
-        (MessageKind::Binary, noise(20_000, 3)),
+    let mut messages: Vec<(MessageType, Vec<u8>)> = vec![
+        (MessageType::Text, b"Hello".to_vec()),
+        (MessageType::Binary, pattern(1000)),
+        (MessageType::Text, Vec::new()),
+        (MessageType::Binary, Vec::new()),
+        (MessageType::Text, text_of(big).into_bytes()),
+        (MessageType::Binary, short_period(big)),
+        (MessageType::Binary, noise(20_000, 3)),
     ];
     let singles = messages.len();
-    messages.extend((0..10).map(|_| (MessageKind::Text, small_repeat.clone().into_bytes())));
-    messages.extend((0..3).map(|_| (MessageKind::Binary, wide_repeat.clone())));
+    messages.extend((0..10).map(|_| (MessageType::Text, small_repeat.clone().into_bytes())));
+    messages.extend((0..3).map(|_| (MessageType::Binary, wide_repeat.clone())));
     for (kind, data) in &messages {
         within(conn.write_message(*kind, data)).await.unwrap();
         let echo = within(conn.read_message()).await.unwrap();
@@ -1198,7 +1198,7 @@ async fn next_reader_yields_a_compressed_5_mib_message_in_bounded_chunks() {
         let mut got = Vec::new();
         {
             let (kind, mut reader) = conn.next_reader().await.unwrap();
-            assert_eq!(kind, MessageKind::Binary);
+            assert_eq!(kind, MessageType::Binary);
             while let Some(chunk) = reader.next_chunk().await.unwrap() {
                 sizes.push(chunk.len());
                 got.extend_from_slice(&chunk);
@@ -1208,7 +1208,7 @@ async fn next_reader_yields_a_compressed_5_mib_message_in_bounded_chunks() {
         let mut text = String::new();
         {
             let (kind, mut reader) = conn.next_reader().await.unwrap();
-            assert_eq!(kind, MessageKind::Text);
+            assert_eq!(kind, MessageType::Text);
             reader.read_to_string(&mut text).await.unwrap();
         }
         (sizes, got, text, conn)
@@ -1237,7 +1237,7 @@ async fn streaming_server(data: Vec<u8>, fragment: usize) -> (SocketAddr, JoinHa
     let upgrader = Upgrader::new().enable_compression(true).write_buffer_size(fragment);
     spawn_server(upgrader, move |mut conn| async move {
         {
-            let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+            let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
             for piece in data.chunks(10_000) {
                 writer.write_all(piece).await.unwrap();
             }
@@ -1247,7 +1247,7 @@ async fn streaming_server(data: Vec<u8>, fragment: usize) -> (SocketAddr, JoinHa
         // A short streamed message is compressed too, whatever the threshold.
         conn.set_compression_threshold(1000);
         {
-            let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+            let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
             writer.write_all(b"tiny").await.unwrap();
             writer.close().await.unwrap();
         }
@@ -1284,7 +1284,7 @@ async fn a_streamed_compressed_message_is_reassembled_by_a_silverback_client() {
     let (tap, _up, down) = spawn_tap(server_addr).await;
     let (mut conn, _) = within(dialer().enable_compression(true).connect(&url(tap))).await.unwrap();
     let msg = within(conn.read_message()).await.unwrap();
-    assert_eq!(msg.kind, MessageKind::Binary);
+    assert_eq!(msg.kind, MessageType::Binary);
     assert!(msg.data == data, "the streamed message differs");
     assert_eq!(within(conn.read_message()).await.unwrap().as_text(), Some("after the stream"));
     assert_eq!(within(conn.read_message()).await.unwrap().as_text(), Some("tiny"));
@@ -1314,7 +1314,7 @@ async fn enable_write_compression_turns_rsv1_off_and_on() {
     let (_, got, frames) = client.recv().await;
     assert_eq!((got.as_slice(), frames[0].rsv), (msg.as_bytes(), 0));
     assert_eq!(frames[0].payload, msg.as_bytes(), "sent as is");
-    let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+    let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
     writer.write_all(msg.as_bytes()).await.unwrap();
     writer.close().await.unwrap();
     let (_, got, frames) = client.recv().await;
@@ -1470,13 +1470,13 @@ async fn empty_messages_are_valid_compressed_payloads_in_every_mode() {
         let (addr, server) = echo_until_error(Upgrader::new().compression(config)).await;
         let (tap, up, down) = spawn_tap(addr).await;
         let (mut conn, _) = within(dialer().compression(config).connect(&url(tap))).await.unwrap();
-        let messages: [(MessageKind, &[u8]); 6] = [
-            (MessageKind::Text, b"Hello"),
-            (MessageKind::Text, b""),
-            (MessageKind::Binary, b""),
-            (MessageKind::Binary, b"bytes"),
-            (MessageKind::Binary, b""),
-            (MessageKind::Text, b"Hello"),
+        let messages: [(MessageType, &[u8]); 6] = [
+            (MessageType::Text, b"Hello"),
+            (MessageType::Text, b""),
+            (MessageType::Binary, b""),
+            (MessageType::Binary, b"bytes"),
+            (MessageType::Binary, b""),
+            (MessageType::Text, b"Hello"),
         ];
         for (kind, data) in messages {
             conn.write_message(kind, data).await.unwrap();
@@ -1494,9 +1494,9 @@ async fn empty_messages_are_valid_compressed_payloads_in_every_mode() {
             }
         }
         // A streamed message with nothing written, after a compressed one.
-        conn.next_writer(MessageKind::Binary).await.unwrap().close().await.unwrap();
+        conn.next_writer(MessageType::Binary).await.unwrap().close().await.unwrap();
         let echo = within(conn.read_message()).await.unwrap_or_else(|e| panic!("{config:?}: streamed empty: {e:?}"));
-        assert_eq!((echo.kind, echo.data.len()), (MessageKind::Binary, 0));
+        assert_eq!((echo.kind, echo.data.len()), (MessageType::Binary, 0));
         // Compressed empty messages carry at least one octet.
         for (frames, window) in
             [(data_frames(&up), config.client_max_window_bits), (data_frames(&down), config.server_max_window_bits)]

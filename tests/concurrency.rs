@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use silverback::{CloseCode, CloseFrame, Conn, Error, MessageKind, MessageType, Upgrader};
+use silverback::{CloseCode, CloseFrame, Conn, Error, MessageType, Upgrader};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -159,7 +159,7 @@ async fn concurrent_writer_handle_and_reader_never_interleave_frames() {
 async fn control_frames_may_interleave_with_an_open_streamed_message() {
     let (addr, server) = spawn_server(Upgrader::new().write_buffer_size(1024), |mut conn| async move {
         let handle = conn.handle();
-        let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
         writer.write_all(&pattern(1500)).await.unwrap();
         handle.ping("between").await.unwrap();
         writer.close().await.unwrap();

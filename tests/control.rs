@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use silverback::{CloseCode, CloseFrame, Error, MessageKind, MessageType, Upgrader};
+use silverback::{CloseCode, CloseFrame, Error, MessageType, Upgrader};
 
 #[tokio::test]
 async fn default_ping_handler_answers_with_the_same_payload() {
@@ -237,7 +237,7 @@ async fn writes_after_a_close_frame_fail_with_close_sent() {
         within(handle.ping(b"late")).await.unwrap_err(),
         within(handle.write_control(MessageType::Pong, b"late", None)).await.unwrap_err(),
     ];
-    errors.push(within(conn.next_writer(MessageKind::Text)).await.unwrap_err());
+    errors.push(within(conn.next_writer(MessageType::Text)).await.unwrap_err());
     for e in errors {
         assert!(matches!(e, Error::CloseSent), "{e:?}");
     }

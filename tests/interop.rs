@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use http::header::SEC_WEBSOCKET_EXTENSIONS;
 use silverback::dial::BoxedStream;
-use silverback::{CloseFrame, DeflateConfig, DeflateParams, Dialer, Error, Message, MessageKind, Proxy, Upgrader};
+use silverback::{CloseFrame, DeflateConfig, DeflateParams, Dialer, Error, Message, MessageType, Proxy, Upgrader};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
@@ -253,7 +253,7 @@ fn messages() -> Vec<Message> {
     seq
 }
 
-fn describe(kind: MessageKind, data: &[u8]) -> String {
+fn describe(kind: MessageType, data: &[u8]) -> String {
     format!("{kind:?} of {} bytes", data.len())
 }
 

@@ -204,7 +204,7 @@ async fn too_many_fragments_close_with_1008() {
     // A 10-byte write buffer makes a streamed 200-byte message 20 fragments.
     let dialer = silverback::Dialer::new().proxy(silverback::Proxy::None).write_buffer_size(10);
     let code = close_code_after(upgrader, dialer, |mut client| async move {
-        let mut writer = client.next_writer(silverback::MessageKind::Binary).await.unwrap();
+        let mut writer = client.next_writer(silverback::MessageType::Binary).await.unwrap();
         tokio::io::AsyncWriteExt::write_all(&mut writer, &[1u8; 200]).await.unwrap();
         let _ = writer.close().await;
         client

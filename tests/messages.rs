@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use silverback::{CloseCode, CloseFrame, MessageKind, SimpleBufferPool, Upgrader};
+use silverback::{CloseCode, CloseFrame, MessageType, SimpleBufferPool, Upgrader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -39,15 +39,15 @@ async fn echo_with_a_silverback_client() {
     let (addr, server) = spawn_echo_server(Upgrader::new()).await;
     let mut client = silverback_client(addr).await;
     assert_eq!(client.role(), silverback::Role::Client);
-    let cases: Vec<(MessageKind, Vec<u8>)> = vec![
-        (MessageKind::Text, b"hi".to_vec()),
-        (MessageKind::Text, Vec::new()),
-        (MessageKind::Binary, Vec::new()),
-        (MessageKind::Binary, vec![7; 125]),
-        (MessageKind::Binary, vec![8; 126]),
-        (MessageKind::Binary, vec![9; 65536]),
-        (MessageKind::Binary, pattern(1 << 20)),
-        (MessageKind::Text, text_of(1 << 20).into_bytes()),
+    let cases: Vec<(MessageType, Vec<u8>)> = vec![
+        (MessageType::Text, b"hi".to_vec()),
+        (MessageType::Text, Vec::new()),
+        (MessageType::Binary, Vec::new()),
+        (MessageType::Binary, vec![7; 125]),
+        (MessageType::Binary, vec![8; 126]),
+        (MessageType::Binary, vec![9; 65536]),
+        (MessageType::Binary, pattern(1 << 20)),
+        (MessageType::Text, text_of(1 << 20).into_bytes()),
     ];
     for (kind, data) in cases {
         within(client.write_message(kind, &data)).await.unwrap();
@@ -102,7 +102,7 @@ async fn next_reader_streams_a_large_message_and_skips_unread_rest() {
     let (addr, server) = spawn_server(Upgrader::new(), |mut conn| async move {
         // 1. A 3 MiB message, read chunk by chunk.
         let (kind, mut reader) = conn.next_reader().await.unwrap();
-        assert_eq!(kind, MessageKind::Binary);
+        assert_eq!(kind, MessageType::Binary);
         let mut chunks = 0;
         let mut first = Vec::new();
         while let Some(chunk) = reader.next_chunk().await.unwrap() {
@@ -113,7 +113,7 @@ async fn next_reader_streams_a_large_message_and_skips_unread_rest() {
         drop(reader);
         // 2. A text message through AsyncRead with a small buffer.
         let (kind, mut reader) = conn.next_reader().await.unwrap();
-        assert_eq!(kind, MessageKind::Text);
+        assert_eq!(kind, MessageType::Text);
         let mut second = Vec::new();
         let mut small = [0u8; 1000];
         loop {
@@ -155,7 +155,7 @@ async fn next_reader_streams_a_large_message_and_skips_unread_rest() {
     assert!(got_first == first);
     assert_eq!(String::from_utf8(got_second).unwrap(), second);
     assert_eq!(head.as_slice(), &pattern(10)[..]);
-    assert_eq!(kind, MessageKind::Binary);
+    assert_eq!(kind, MessageType::Binary);
     assert_eq!(fourth, b"fourth message");
 }
 
@@ -164,7 +164,7 @@ async fn next_writer_sends_several_fragments() {
     let data = pattern(5000);
     let sent = data.clone();
     let (addr, server) = spawn_server(Upgrader::new().write_buffer_size(1024), |mut conn| async move {
-        let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
         writer.write_all(&sent).await.unwrap();
         writer.close().await.unwrap();
         conn
@@ -183,7 +183,7 @@ async fn next_writer_text_is_intact_for_tungstenite() {
     let text = text_of(20_000);
     let sent = text.clone();
     let (addr, server) = spawn_server(Upgrader::new().write_buffer_size(512), |mut conn| async move {
-        let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
         // Odd-sized pieces, so characters are split across fragments.
         for piece in sent.as_bytes().chunks(333) {
             writer.write_all(piece).await.unwrap();
@@ -203,7 +203,7 @@ async fn next_writer_text_is_intact_for_tungstenite() {
 async fn message_writer_flush_sends_a_fragment_without_ending_the_message() {
     let (flushed_tx, flushed_rx) = oneshot::channel::<()>();
     let (addr, server) = spawn_server(Upgrader::new(), |mut conn| async move {
-        let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
         writer.write_all(b"ab").await.unwrap();
         writer.flush().await.unwrap();
         flushed_rx.await.unwrap();
@@ -228,15 +228,15 @@ async fn dropped_writer_is_completed_before_the_next_message() {
     let (addr, server) = spawn_server(Upgrader::new().write_buffer_size(1024), |mut conn| async move {
         {
             // Dropped unfinished at the end of this block.
-            let mut writer = conn.next_writer(MessageKind::Text).await.unwrap();
+            let mut writer = conn.next_writer(MessageType::Text).await.unwrap();
             writer.write_all(sent.as_bytes()).await.unwrap();
         }
         conn.write_text("second").await.unwrap();
         {
-            let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+            let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
             writer.write_all(b"third").await.unwrap();
         }
-        let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
         writer.write_all(b"fourth").await.unwrap();
         writer.close().await.unwrap();
         conn
@@ -266,7 +266,7 @@ async fn write_buffer_pool_gets_the_buffer_back_after_a_write() {
         let after_small = server_pool.idle();
         conn.write_binary(pattern(100_000)).await.unwrap();
         let after_large = server_pool.idle();
-        let mut writer = conn.next_writer(MessageKind::Binary).await.unwrap();
+        let mut writer = conn.next_writer(MessageType::Binary).await.unwrap();
         writer.write_all(&pattern(10_000)).await.unwrap();
         writer.close().await.unwrap();
         (after_small, after_large, server_pool.idle(), conn)
@@ -320,7 +320,7 @@ async fn message_writer_close_after_a_close_was_sent_is_close_sent() {
     // finishing the message is a write after close, and fails as such.
     let (mut conn, mut raw) = connected(Upgrader::new()).await;
     let handle = conn.handle();
-    let mut writer = within(conn.next_writer(MessageKind::Text)).await.unwrap();
+    let mut writer = within(conn.next_writer(MessageType::Text)).await.unwrap();
     writer.write_all(b"unfinished").await.unwrap();
     within(handle.write_control(silverback::MessageType::Close, CloseFrame::new(CloseCode::NORMAL, "").encode(), None))
         .await
@@ -337,7 +337,7 @@ async fn dropped_writer_completion_after_a_close_was_sent_is_close_sent() {
     let (mut conn, mut raw) = connected(Upgrader::new()).await;
     {
         // Dropped unfinished at the end of this block.
-        let mut writer = within(conn.next_writer(MessageKind::Binary)).await.unwrap();
+        let mut writer = within(conn.next_writer(MessageType::Binary)).await.unwrap();
         writer.write_all(b"abandoned").await.unwrap();
     }
     within(conn.handle().write_control(silverback::MessageType::Close, b"", None)).await.unwrap();
@@ -354,7 +354,7 @@ async fn message_writer_write_timeout_is_permanent_and_a_timeout() {
     let (mut conn, _raw) = connected(Upgrader::new().write_buffer_size(1 << 20)).await;
     conn.set_write_deadline(Some(std::time::Instant::now() + std::time::Duration::from_millis(300)));
     let chunk = pattern(1 << 20);
-    let mut writer = within(conn.next_writer(MessageKind::Binary)).await.unwrap();
+    let mut writer = within(conn.next_writer(MessageType::Binary)).await.unwrap();
     let failed = within(async {
         for _ in 0..1000 {
             if let Err(e) = writer.write_all(&chunk).await {
@@ -369,6 +369,6 @@ async fn message_writer_write_timeout_is_permanent_and_a_timeout() {
     assert!(finished.as_ref().is_err_and(silverback::Error::is_timeout), "MessageWriter::close: {finished:?}");
     let later = within(conn.write_text("later")).await;
     assert!(later.as_ref().is_err_and(silverback::Error::is_timeout), "write_text: {later:?}");
-    let next = within(conn.next_writer(MessageKind::Text)).await.map(|_| ());
+    let next = within(conn.next_writer(MessageType::Text)).await.map(|_| ());
     assert!(next.as_ref().is_err_and(silverback::Error::is_timeout), "next_writer: {next:?}");
 }

@@ -21,7 +21,7 @@ use silverback::proto::decoder::MAX_INFLATED_CHUNK;
 use silverback::proto::deflate::{Deflater, Inflater};
 use silverback::proto::encoder::encode_frame;
 use silverback::proto::frame::RSV1;
-use silverback::proto::{Decoder, Event, MessageKind, OpCode, Role};
+use silverback::proto::{Decoder, Event, MessageType, OpCode, Role};
 
 // ---------------------------------------------------------------------------
 // Strategies
@@ -45,7 +45,7 @@ fn mode() -> impl Strategy<Value = Mode> {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Msg {
-    kind: MessageKind,
+    kind: MessageType,
     data: Vec<u8>,
 }
 
@@ -78,8 +78,8 @@ fn text(min: usize) -> impl Strategy<Value = String> {
 /// A text or binary message of at least `min` bytes.
 fn message(min: usize) -> impl Strategy<Value = Msg> {
     prop_oneof![
-        binary(min).prop_map(|data| Msg { kind: MessageKind::Binary, data }),
-        text(min).prop_map(|s| Msg { kind: MessageKind::Text, data: s.into_bytes() }),
+        binary(min).prop_map(|data| Msg { kind: MessageType::Binary, data }),
+        text(min).prop_map(|s| Msg { kind: MessageType::Text, data: s.into_bytes() }),
     ]
 }
 
@@ -87,8 +87,8 @@ fn message(min: usize) -> impl Strategy<Value = Msg> {
 fn message_or_empty() -> impl Strategy<Value = Msg> {
     prop_oneof![
         1 => message(0),
-        1 => Just(Msg { kind: MessageKind::Text, data: Vec::new() }),
-        1 => Just(Msg { kind: MessageKind::Binary, data: Vec::new() }),
+        1 => Just(Msg { kind: MessageType::Text, data: Vec::new() }),
+        1 => Just(Msg { kind: MessageType::Binary, data: Vec::new() }),
     ]
 }
 
@@ -271,7 +271,7 @@ fn peer(sender: Role) -> Role {
 /// What the decoder gave for one message.
 #[derive(Debug, PartialEq, Eq)]
 struct Got {
-    kind: MessageKind,
+    kind: MessageType,
     compressed: bool,
     data: Vec<u8>,
 }
@@ -409,7 +409,7 @@ proptest! {
         let mut data = unit.repeat(len / unit.len() + 1);
         data.truncate(len);
         let plan = [Planned {
-            msg: Msg { kind: MessageKind::Binary, data },
+            msg: Msg { kind: MessageType::Binary, data },
             compressed: true,
             cuts,
             pings: vec![true; 3],

@@ -24,7 +24,7 @@ use silverback::proto::encoder::encode_frame;
 use silverback::proto::frame::{FrameHeader, MAX_HEADER_LEN, RSV1};
 use silverback::proto::mask::{apply_mask, apply_mask_bytewise};
 use silverback::proto::utf8::{self, Utf8Validator};
-use silverback::proto::{CloseCode, CloseFrame, Decoder, Event, MessageKind, OpCode, ProtocolError, Role};
+use silverback::proto::{CloseCode, CloseFrame, Decoder, Event, MessageType, OpCode, ProtocolError, Role};
 
 // ---------------------------------------------------------------------------
 // Shared helpers
@@ -35,7 +35,7 @@ use silverback::proto::{CloseCode, CloseFrame, Decoder, Event, MessageKind, OpCo
 /// was chunked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Seen {
-    Start { kind: MessageKind, compressed: bool },
+    Start { kind: MessageType, compressed: bool },
     Data(Vec<u8>),
     End,
     Ping(Vec<u8>),
@@ -210,7 +210,7 @@ fn control() -> impl Strategy<Value = Control> {
 
 #[derive(Clone, Debug)]
 struct Message {
-    kind: MessageKind,
+    kind: MessageType,
     payload: Vec<u8>,
     /// Sorted fragment boundaries inside the payload; repeats give empty fragments.
     cuts: Vec<usize>,
@@ -222,8 +222,8 @@ struct Message {
 
 fn message() -> impl Strategy<Value = Message> {
     let payload = prop_oneof![
-        text().prop_map(|t| (MessageKind::Text, t.into_bytes())),
-        vec(any::<u8>(), 0..2048).prop_map(|b| (MessageKind::Binary, b)),
+        text().prop_map(|t| (MessageType::Text, t.into_bytes())),
+        vec(any::<u8>(), 0..2048).prop_map(|b| (MessageType::Binary, b)),
     ];
     (payload, vec(any::<Index>(), 0..8), vec(vec(control(), 0..3), 8), vec(any::<[u8; 4]>(), 1..9)).prop_map(
         |((kind, payload), cuts, controls, keys)| {
@@ -797,7 +797,7 @@ fn clone_event(event: &Event) -> Event {
 /// valid UTF-8 prefix while open and valid UTF-8 when ended, and messages within
 /// the read limit.
 fn check_event_sequence(events: &[Event], limit: Option<u64>) -> Result<(), TestCaseError> {
-    let mut open: Option<(MessageKind, bool, Vec<u8>)> = None;
+    let mut open: Option<(MessageType, bool, Vec<u8>)> = None;
     for event in events {
         match event {
             Event::Start { kind, compressed } => {
@@ -813,7 +813,7 @@ fn check_event_sequence(events: &[Event], limit: Option<u64>) -> Result<(), Test
                 if let Some(limit) = limit {
                     prop_assert!(data.len() as u64 <= limit, "message over the limit delivered");
                 }
-                if *kind == MessageKind::Text && !*compressed {
+                if *kind == MessageType::Text && !*compressed {
                     let ok_so_far = match std::str::from_utf8(data) {
                         Ok(_) => true,
                         Err(e) => e.error_len().is_none(),
@@ -825,7 +825,7 @@ fn check_event_sequence(events: &[Event], limit: Option<u64>) -> Result<(), Test
                 let Some((kind, compressed, data)) = open.take() else {
                     return Err(TestCaseError::fail("end outside a message"));
                 };
-                if kind == MessageKind::Text && !compressed {
+                if kind == MessageType::Text && !compressed {
                     prop_assert!(std::str::from_utf8(&data).is_ok(), "text message ended inside a character");
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::*;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use silverback::{Error, MessageKind, Rejection, Upgrader};
+use silverback::{Error, MessageType, Rejection, Upgrader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -345,7 +345,7 @@ async fn early_bytes_reach_a_silverback_connection_read_directly() {
     raw.extend(masked(true, BINARY, &[1, 2, 3]));
     let (_client, _) = RawClient::handshake(addr, &raw).await;
     let msg = within(server).await.unwrap().unwrap();
-    assert_eq!((msg.kind, &msg.data[..]), (MessageKind::Binary, &[1u8, 2, 3][..]));
+    assert_eq!((msg.kind, &msg.data[..]), (MessageType::Binary, &[1u8, 2, 3][..]));
 }
 
 #[tokio::test]

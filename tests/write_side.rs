@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::{masked, parse_frame, pattern, Frame, BINARY, CLOSE, CONT, PING, PONG, TEXT};
-use silverback::{CloseCode, CloseFrame, Config, Conn, Error, MessageKind, MessageType, PreparedMessage, Role};
+use silverback::{CloseCode, CloseFrame, Config, Conn, Error, MessageType, PreparedMessage, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -42,17 +42,18 @@ fn kind_of(opcode: u8) -> MessageType {
     }
 }
 
-fn message_kind_of(opcode: u8) -> MessageKind {
+fn message_kind_of(opcode: u8) -> MessageType {
     match opcode {
-        TEXT => MessageKind::Text,
-        _ => MessageKind::Binary,
+        TEXT => MessageType::Text,
+        _ => MessageType::Binary,
     }
 }
 
-fn opcode_of(kind: MessageKind) -> u8 {
+fn opcode_of(kind: MessageType) -> u8 {
     match kind {
-        MessageKind::Text => TEXT,
-        MessageKind::Binary => BINARY,
+        MessageType::Text => TEXT,
+        MessageType::Binary => BINARY,
+        other => panic!("not a data message: {other:?}"),
     }
 }
 

@@ -38,7 +38,7 @@ use silverback::proto::close::MAX_REASON_LEN;
 use silverback::proto::decoder::{MAX_CONTROL_PAYLOAD, MAX_INFLATED_CHUNK};
 use silverback::proto::deflate::Inflater;
 use silverback::proto::frame::RSV1;
-use silverback::proto::{CloseFrame, Decoder, Event, MessageKind, ProtocolError, Role};
+use silverback::proto::{CloseFrame, Decoder, Event, MessageType, ProtocolError, Role};
 
 pub const CONFIG_LEN: usize = 14;
 
@@ -94,7 +94,7 @@ impl Config {
 enum Seen {
     /// A message starts (its compression flag is checked, not compared: a
     /// one-step `Message` event does not carry it).
-    Start(MessageKind),
+    Start(MessageType),
     Data(Vec<u8>),
     End,
     Ping(Vec<u8>),
@@ -103,7 +103,7 @@ enum Seen {
 }
 
 struct Open {
-    kind: MessageKind,
+    kind: MessageType,
     compressed: bool,
     size: u64,
     /// An unfinished UTF-8 sequence at the end of the text so far.
@@ -166,7 +166,7 @@ impl Checker {
         if open.compressed && self.config.inflater.is_some() {
             assert!(chunk.len() <= MAX_INFLATED_CHUNK, "inflated chunk of {} bytes", chunk.len());
         }
-        if open.kind == MessageKind::Text {
+        if open.kind == MessageType::Text {
             let mut text = std::mem::take(&mut open.utf8_tail);
             text.extend_from_slice(chunk);
             match std::str::from_utf8(&text) {

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handlers::{CloseHandler, ControlContext, Handlers, PingPongHandler};
 use crate::proto::connection::Event;
-use crate::proto::{CloseFrame, Connection, MessageKind, Role};
-use crate::{Message, MessageType, PreparedMessage};
+use crate::proto::{CloseFrame, Connection, MessageType, Role};
+use crate::{Message, PreparedMessage};
 
 /// What a blocking connection needs of its stream besides `Read` and
 /// `Write`: timeouts (for deadlines and keepalive) and a shutdown.
@@ -137,7 +137,7 @@ impl<S: Transport> Conn<S> {
     /// go to the handlers; a close from the peer ends in [`Error::Closed`].
     /// Every error is permanent.
     pub fn read_message(&mut self) -> Result<Message> {
-        let mut message: Option<(MessageKind, BytesMut)> = None;
+        let mut message: Option<(MessageType, BytesMut)> = None;
         loop {
             match self.next_data()? {
                 Event::Message(kind, data) => return Ok(Message { kind, data: data.freeze() }),
@@ -159,7 +159,7 @@ impl<S: Transport> Conn<S> {
 
     /// Starts reading the next data message: its type and an [`io::Read`]
     /// of its payload. What is left of a previous streamed message is skipped.
-    pub fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
+    pub fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_, S>)> {
         loop {
             match self.next_data()? {
                 Event::Message(kind, data) => {
@@ -355,7 +355,7 @@ impl<S: Transport> Conn<S> {
     /// [`io::Write`]; a fragment leaves each time the write buffer fills.
     /// Finish it with [`MessageWriter::close`]; dropped unfinished, it is
     /// finished with what was written.
-    pub fn next_writer(&mut self, kind: MessageKind) -> Result<MessageWriter<'_, S>> {
+    pub fn next_writer(&mut self, kind: MessageType) -> Result<MessageWriter<'_, S>> {
         self.core.begin_message(kind)?;
         Ok(MessageWriter { conn: self, closed: false })
     }

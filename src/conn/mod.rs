@@ -58,7 +58,7 @@ pub use shared::Stream;
 pub use write::{MessageWriter, WriteHalf};
 
 use crate::error::Result;
-use crate::proto::{CloseFrame, MessageKind, Role};
+use crate::proto::{CloseFrame, Role};
 use shared::Shared;
 
 /// A WebSocket connection over any tokio stream.
@@ -96,7 +96,7 @@ impl<S: Stream> Conn<S> {
 
     /// Streams the next data message; see [`ReadHalf::next_reader`].
     /// Cancel-safe.
-    pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
+    pub async fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_, S>)> {
         self.read.next_reader().await
     }
 
@@ -154,7 +154,7 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Streams a message out; see [`WriteHalf::next_writer`].
-    pub async fn next_writer(&mut self, kind: MessageKind) -> Result<MessageWriter<'_, S>> {
+    pub async fn next_writer(&mut self, kind: MessageType) -> Result<MessageWriter<'_, S>> {
         self.write.next_writer(kind).await
     }
 

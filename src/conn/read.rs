@@ -22,7 +22,7 @@ use crate::proto::close::received_code;
 use crate::proto::connection::REPLY_TIMEOUT;
 use crate::proto::deflate::Inflater;
 use crate::proto::outbox::Origin;
-use crate::proto::{CloseFrame, Decoder, Event, MessageKind, OpCode, ProtocolError, Role};
+use crate::proto::{CloseFrame, Decoder, Event, MessageType, OpCode, ProtocolError, Role};
 
 /// A message's bytes are copied out of the read buffer when that buffer's
 /// allocation is larger than this and more than four times the message:
@@ -41,15 +41,15 @@ const LARGE_FRAME: usize = 64 * 1024;
 
 /// How a message begins.
 enum Begin {
-    Streamed(MessageKind),
-    Whole(MessageKind, BytesMut),
+    Streamed(MessageType),
+    Whole(MessageType, BytesMut),
 }
 
 /// What the read loop hands up to the message-level methods.
 pub(crate) enum DataEvent {
-    Start(MessageKind),
+    Start(MessageType),
     /// A whole message in one step.
-    Whole(MessageKind, BytesMut),
+    Whole(MessageType, BytesMut),
     Data(BytesMut),
     End,
 }
@@ -70,7 +70,7 @@ pub struct ReadHalf<S: Stream> {
     handlers: Handlers,
     /// The message `read_message` is putting together, kept here so that a
     /// dropped call loses nothing: its type and what arrived of it.
-    assembling: Option<(MessageKind, Option<BytesMut>)>,
+    assembling: Option<(MessageType, Option<BytesMut>)>,
     /// The size of the allocation behind `buf`, as far as it is known.
     buf_alloc: usize,
     /// Our close frame is queued: wait (up to this timer) for it to leave,
@@ -161,7 +161,7 @@ impl<S: Stream> ReadHalf<S> {
 
     /// A message handed to the application, copied out of a read buffer
     /// much larger than itself (see [`PIN_LIMIT`]).
-    fn message(&self, kind: MessageKind, data: BytesMut) -> Message {
+    fn message(&self, kind: MessageType, data: BytesMut) -> Message {
         let data = if self.buf_alloc > PIN_LIMIT && data.len() < self.buf_alloc / 4 {
             Bytes::copy_from_slice(&data)
         } else {
@@ -176,7 +176,7 @@ impl<S: Stream> ReadHalf<S> {
     /// dropped [`ReadHalf::read_message`] had begun is continued.
     ///
     /// Cancel safety: this method is cancel-safe.
-    pub async fn next_reader(&mut self) -> Result<(MessageKind, MessageReader<'_, S>)> {
+    pub async fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_, S>)> {
         if let Some((kind, data)) = self.assembling.take() {
             let chunk = data.unwrap_or_default();
             return Ok((kind, MessageReader { half: self, chunk, done: false }));

@@ -20,12 +20,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
 use super::shared::{Frame, Mode, Queued, Shared, Stream, Timer};
-use super::{Handle, MessageType, PreparedMessage};
+use super::{Handle, PreparedMessage};
 use crate::error::{Error, Result};
 use crate::proto::frame::RSV1;
 use crate::proto::outbox::{ControlId, Origin};
 use crate::proto::sender::{is_valid_control, Fragments, Sender};
-use crate::proto::{CloseFrame, MessageKind, OpCode};
+use crate::proto::{CloseFrame, MessageType, OpCode};
 
 /// A streamed message that has been started and not finished.
 struct OpenMessage {
@@ -313,7 +313,10 @@ impl<S: Stream> WriteHalf<S> {
     /// Cancel safety: dropped while it waits for a message dropped
     /// unfinished before it, that message's last fragment is queued whole
     /// or not at all; no new message is started.
-    pub async fn next_writer(&mut self, kind: MessageKind) -> Result<MessageWriter<'_, S>> {
+    pub async fn next_writer(&mut self, kind: MessageType) -> Result<MessageWriter<'_, S>> {
+        if kind.is_control() {
+            return Err(Error::InvalidControlFrame);
+        }
         self.finish_open().await?;
         if let Some(e) = self.shared.refusal() {
             return Err(e);

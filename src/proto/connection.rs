@@ -35,7 +35,7 @@ use super::frame::RSV1;
 use super::keepalive::{Due, Keepalive};
 use super::outbox::{control_frame, Origin, Outbox};
 use super::sender::{is_valid_control, Fragments, Sender};
-use super::{MessageKind, OpCode, ProtocolError, Role};
+use super::{MessageType, OpCode, ProtocolError, Role};
 use crate::config::Config;
 use crate::error::{CloseError, Error, Result};
 use crate::prepared::PreparedMessage;
@@ -50,9 +50,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 #[non_exhaustive]
 pub enum Event {
     /// A whole data message that arrived in one step.
-    Message(MessageKind, BytesMut),
+    Message(MessageType, BytesMut),
     /// A data message starts; its payload follows as [`Event::Data`], then [`Event::End`].
-    Start(MessageKind),
+    Start(MessageType),
     /// The next piece of the current message's payload (validated, inflated).
     Data(BytesMut),
     /// The current message is complete.
@@ -349,7 +349,10 @@ impl Connection {
     /// Starts a message sent in pieces ([`Connection::stream`], then
     /// [`Connection::finish_message`]); a fragment leaves each time the
     /// write buffer size is reached.
-    pub fn begin_message(&mut self, kind: MessageKind) -> Result<()> {
+    pub fn begin_message(&mut self, kind: MessageType) -> Result<()> {
+        if kind.is_control() {
+            return Err(Error::InvalidControlFrame);
+        }
         if let Some(e) = self.outbox.refusal() {
             return Err(e);
         }
@@ -548,11 +551,11 @@ mod tests {
         let (mut c, mut s) = (client(&config(), now), server(&config(), now));
         c.send_message(OpCode::Text, b"hello").unwrap();
         transfer(&mut c, &mut s);
-        assert!(matches!(&events(&mut s, now)[..], [Ok(Event::Message(MessageKind::Text, d))] if d == "hello"));
+        assert!(matches!(&events(&mut s, now)[..], [Ok(Event::Message(MessageType::Text, d))] if d == "hello"));
         s.send_message(OpCode::Binary, &[7; 300]).unwrap();
         transfer(&mut s, &mut c);
         assert!(
-            matches!(&events(&mut c, now)[..], [Ok(Event::Message(MessageKind::Binary, d))] if d[..] == [7u8; 300])
+            matches!(&events(&mut c, now)[..], [Ok(Event::Message(MessageType::Binary, d))] if d[..] == [7u8; 300])
         );
     }
 
@@ -706,7 +709,7 @@ mod tests {
         let mut config = config();
         config.write_buffer_size = 4;
         let (mut s, mut c) = (server(&config, now), client(&Config::default(), now));
-        s.begin_message(MessageKind::Text).unwrap();
+        s.begin_message(MessageType::Text).unwrap();
         assert_eq!(s.stream(b"hello world").unwrap(), 11);
         s.send_control(OpCode::Ping, b"between").unwrap();
         s.finish_message().unwrap();

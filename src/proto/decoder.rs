@@ -15,7 +15,7 @@ use super::deflate::Inflater;
 use super::frame::{FrameHeader, RSV1};
 use super::mask::apply_mask;
 use super::utf8::Utf8Validator;
-use super::{MessageKind, OpCode, ProtocolError, Role};
+use super::{MessageType, OpCode, ProtocolError, Role};
 
 /// RFC 6455 §5.5: control frames carry at most 125 payload bytes.
 pub const MAX_CONTROL_PAYLOAD: u64 = 125;
@@ -27,7 +27,7 @@ pub enum Event {
     /// then [`Event::End`].
     Start {
         /// Text or binary.
-        kind: MessageKind,
+        kind: MessageType,
         /// RSV1 was set on the first frame (the message is compressed, when
         /// permessage-deflate is negotiated).
         compressed: bool,
@@ -42,7 +42,7 @@ pub enum Event {
     /// and `End`, in one step.
     Message {
         /// Text or binary.
-        kind: MessageKind,
+        kind: MessageType,
         /// The payload.
         data: BytesMut,
     },
@@ -57,7 +57,7 @@ pub enum Event {
 /// State of the data message being received.
 #[derive(Debug)]
 struct OpenMessage {
-    kind: MessageKind,
+    kind: MessageType,
     compressed: bool,
     /// Payload bytes announced by the frame headers so far.
     size: u64,
@@ -212,7 +212,7 @@ impl Decoder {
     /// control frame or part of a message comes first), so that the caller
     /// can go on with [`Decoder::decode`]. The errors are those `decode`
     /// would report for the same frame.
-    pub fn decode_message(&mut self, buf: &mut BytesMut) -> Result<Option<(MessageKind, BytesMut)>, ProtocolError> {
+    pub fn decode_message(&mut self, buf: &mut BytesMut) -> Result<Option<(MessageType, BytesMut)>, ProtocolError> {
         if self.payload.is_some() {
             return Ok(None);
         }
@@ -245,7 +245,7 @@ impl Decoder {
         header: &FrameHeader,
         header_len: usize,
         buf: &mut BytesMut,
-    ) -> Result<(MessageKind, BytesMut), ProtocolError> {
+    ) -> Result<(MessageType, BytesMut), ProtocolError> {
         self.check_sizes(header, header.payload_len)?;
         buf.advance(header_len);
         // The payload has arrived (`is_whole_message`), so its length fits in
@@ -254,8 +254,8 @@ impl Decoder {
         if let Some(key) = header.mask {
             apply_mask(&mut data, key, 0);
         }
-        let kind = if header.opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
-        if kind == MessageKind::Text {
+        let kind = if header.opcode == OpCode::Text { MessageType::Text } else { MessageType::Binary };
+        if kind == MessageType::Text {
             super::utf8::validate(&data).map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         Ok((kind, data))
@@ -392,10 +392,10 @@ impl Decoder {
             }
             (OpCode::Continuation, None) | (_, Some(_)) => Ok(None),
             (opcode, None) => {
-                let kind = if opcode == OpCode::Text { MessageKind::Text } else { MessageKind::Binary };
+                let kind = if opcode == OpCode::Text { MessageType::Text } else { MessageType::Binary };
                 let compressed = header.rsv & RSV1 != 0;
                 // Compressed text is validated after inflation.
-                let utf8 = (kind == MessageKind::Text).then(Utf8Validator::new);
+                let utf8 = (kind == MessageType::Text).then(Utf8Validator::new);
                 self.message =
                     Some(OpenMessage { kind, compressed, size: header.payload_len, frames: 1, inflated: 0, utf8 });
                 Ok(Some(Event::Start { kind, compressed }))
@@ -451,7 +451,7 @@ impl Decoder {
     }
 
     /// The kind and compression flag of the open message.
-    pub fn open_message(&self) -> Option<(MessageKind, bool)> {
+    pub fn open_message(&self) -> Option<(MessageType, bool)> {
         self.message.as_ref().map(|m| (m.kind, m.compressed))
     }
 }
@@ -505,7 +505,7 @@ mod tests {
         bytes.extend(frame(OpCode::Ping, true, b"p", KEY));
         bytes.extend(frame(OpCode::Text, false, b"frag", KEY));
         let mut buf = BytesMut::from(&bytes[..]);
-        assert_eq!(d.decode_message(&mut buf), Ok(Some((MessageKind::Binary, BytesMut::from(&b"one"[..])))));
+        assert_eq!(d.decode_message(&mut buf), Ok(Some((MessageType::Binary, BytesMut::from(&b"one"[..])))));
         // A control frame first: nothing is consumed, decode() gets it.
         let before = buf.len();
         assert_eq!(d.decode_message(&mut buf), Ok(None));
@@ -513,7 +513,7 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Ok(Some(Event::Ping(Bytes::from_static(b"p")))));
         // The first fragment of a message is not a whole message either.
         assert_eq!(d.decode_message(&mut buf), Ok(None));
-        assert!(matches!(d.decode(&mut buf), Ok(Some(Event::Start { kind: MessageKind::Text, .. }))));
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Event::Start { kind: MessageType::Text, .. }))));
     }
 
     #[test]
@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(d.decode_message(&mut buf), Ok(None));
         assert_eq!(buf.len(), bytes.len() - 1);
         buf.extend_from_slice(&bytes[bytes.len() - 1..]);
-        assert_eq!(d.decode_message(&mut buf), Ok(Some((MessageKind::Text, BytesMut::from(&b"hello"[..])))));
+        assert_eq!(d.decode_message(&mut buf), Ok(Some((MessageType::Text, BytesMut::from(&b"hello"[..])))));
         assert!(buf.is_empty());
     }
 
@@ -551,7 +551,7 @@ mod tests {
     fn a_whole_masked_text_frame_is_one_message_event() {
         let mut d = Decoder::new(Role::Server);
         let events = decode_all(&mut d, &frame(OpCode::Text, true, b"hello", KEY)).unwrap();
-        assert_eq!(events, vec![Event::Message { kind: MessageKind::Text, data: BytesMut::from(&b"hello"[..]) }]);
+        assert_eq!(events, vec![Event::Message { kind: MessageType::Text, data: BytesMut::from(&b"hello"[..]) }]);
         assert!(!d.in_message());
     }
 
@@ -571,7 +571,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::Start { kind: MessageKind::Text, compressed: false },
+                Event::Start { kind: MessageType::Text, compressed: false },
                 Event::Data(BytesMut::from(&b"he"[..])),
                 Event::Data(BytesMut::from(&b"llo"[..])),
                 Event::End
@@ -590,7 +590,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::Start { kind: MessageKind::Binary, compressed: false },
+                Event::Start { kind: MessageType::Binary, compressed: false },
                 Event::Data(BytesMut::from(&b"ab"[..])),
                 Event::Ping(Bytes::from_static(b"p")),
                 Event::Data(BytesMut::from(&b"cd"[..])),
@@ -636,7 +636,7 @@ mod tests {
         let mut d = Decoder::new(Role::Client);
         d.set_extension_rsv(RSV1);
         let events = decode_all(&mut d, &rsv1).unwrap();
-        assert!(matches!(events[0], Event::Message { kind: MessageKind::Text, .. }), "{events:?}");
+        assert!(matches!(events[0], Event::Message { kind: MessageType::Text, .. }), "{events:?}");
 
         let mut ping = frame(OpCode::Ping, true, b"", None);
         ping[0] |= 0x40;
@@ -782,7 +782,7 @@ mod tests {
     fn empty_messages_and_empty_fragments() {
         let mut d = Decoder::new(Role::Client);
         let events = decode_all(&mut d, &frame(OpCode::Text, true, b"", None)).unwrap();
-        assert_eq!(events, vec![Event::Message { kind: MessageKind::Text, data: BytesMut::new() }]);
+        assert_eq!(events, vec![Event::Message { kind: MessageType::Text, data: BytesMut::new() }]);
         assert!(!d.in_message());
     }
 }

@@ -47,21 +47,37 @@ pub enum Role {
     Client,
 }
 
-/// The type of a data message.
+/// The type of a message (gorilla's `TextMessage`, `BinaryMessage`,
+/// `CloseMessage`, `PingMessage`, `PongMessage`). Messages received whole
+/// or streamed are text or binary; the control types are for writing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MessageKind {
-    /// UTF-8 text.
+pub enum MessageType {
+    /// A UTF-8 text data message.
     Text,
-    /// Opaque bytes.
+    /// A binary data message.
     Binary,
+    /// A close control message; its payload is a [`CloseFrame`] encoding.
+    Close,
+    /// A ping control message.
+    Ping,
+    /// A pong control message.
+    Pong,
 }
 
-impl MessageKind {
-    /// The opcode of the first frame of such a message.
+impl MessageType {
+    /// The opcode of the (first) frame of such a message.
     pub fn opcode(self) -> OpCode {
         match self {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
+            MessageType::Text => OpCode::Text,
+            MessageType::Binary => OpCode::Binary,
+            MessageType::Close => OpCode::Close,
+            MessageType::Ping => OpCode::Ping,
+            MessageType::Pong => OpCode::Pong,
         }
+    }
+
+    /// True for close, ping and pong.
+    pub fn is_control(self) -> bool {
+        self.opcode().is_control()
     }
 }

@@ -9,7 +9,7 @@ use super::decoder::MAX_CONTROL_PAYLOAD;
 use super::deflate::Deflater;
 use super::extensions::DeflateParams;
 use super::frame::RSV1;
-use super::{MessageKind, OpCode, Role};
+use super::{MessageType, OpCode, Role};
 
 /// Whether a control frame may be sent: RFC 6455 §5.5, a control frame
 /// carries at most 125 bytes.
@@ -117,7 +117,7 @@ impl Sender {
 
     /// Starts a streamed message. Streamed messages are compressed whatever
     /// their length: it is not known yet.
-    pub(crate) fn begin(&mut self, kind: MessageKind) -> Fragments {
+    pub(crate) fn begin(&mut self, kind: MessageType) -> Fragments {
         let compressed = self.deflater_for(usize::MAX).is_some();
         Fragments { opcode: kind.opcode(), compressed, flushed: false, finished: false }
     }
@@ -232,7 +232,7 @@ mod tests {
     #[test]
     fn a_streamed_message_marks_only_its_first_frame() {
         let mut sender = Sender::new(Role::Server, Some(params()), 1, 1000);
-        let mut fragments = sender.begin(MessageKind::Text);
+        let mut fragments = sender.begin(MessageType::Text);
         assert_eq!(fragments.next(), (OpCode::Text, RSV1), "streamed messages are compressed whatever their size");
         fragments.queued(false);
         assert_eq!(fragments.next(), (OpCode::Continuation, 0));
@@ -241,7 +241,7 @@ mod tests {
         assert!(fragments.is_finished());
         let mut plain = Sender::new(Role::Server, None, 1, 0);
         let mut buf = BytesMut::new();
-        let plain_fragments = plain.begin(MessageKind::Binary);
+        let plain_fragments = plain.begin(MessageType::Binary);
         assert_eq!(plain.stream(&plain_fragments, b"abcdef", &mut buf, 4), 4);
         assert_eq!(&buf[..], b"abcd");
     }
