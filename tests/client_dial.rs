@@ -720,8 +720,8 @@ async fn connect_fn_can_supply_any_stream() {
         Ok(Box::new(client) as BoxedStream)
     });
     let (mut conn, _) = within(d.connect("ws://in-memory.test/")).await.unwrap();
-    assert!(!conn.get_ref().is_tls());
-    assert!(conn.get_ref().as_tcp().is_none());
+    assert!(!conn.with_stream(|s| s.is_tls()));
+    assert!(conn.with_stream(|s| s.as_tcp().is_none()));
     conn.write_binary([9u8, 8, 7]).await.unwrap();
     assert_eq!(&within(conn.read_message()).await.unwrap().data[..], &[9, 8, 7]);
 

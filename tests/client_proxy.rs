@@ -104,7 +104,7 @@ async fn wss_through_tinyproxy() {
     let d = via(&format!("http://127.0.0.1:{}", proxy.port)).tls(silverback::TlsRoots::Config(tls::trusting(&cert)));
     let url = format!("wss://localhost:{}/secure", server.port());
     let (mut conn, _) = within(d.connect(&url)).await.unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
-    assert!(conn.get_ref().is_tls());
+    assert!(conn.with_stream(|s| s.is_tls()));
     let info = within(seen.recv()).await.unwrap();
     assert_eq!(info.path.as_deref(), Some("/secure"));
     assert_eq!(info.host, Some(format!("localhost:{}", server.port())));

@@ -23,8 +23,8 @@ async fn wss_succeeds_when_the_certificate_is_trusted() {
     let url = format!("wss://localhost:{}/secure?room=7", server.port());
     let (mut conn, response) = within(d.connect(&url)).await.unwrap();
     assert_eq!(response.status(), 101);
-    assert!(conn.get_ref().is_tls());
-    assert!(conn.get_ref().as_tcp().is_none());
+    assert!(conn.with_stream(|s| s.is_tls()));
+    assert!(conn.with_stream(|s| s.as_tcp().is_none()));
     let info = within(seen.recv()).await.unwrap();
     assert_eq!(info.tls_error, None);
     assert_eq!(info.path.as_deref(), Some("/secure?room=7"));
@@ -99,7 +99,7 @@ async fn wss_default_port_is_443() {
         let d = redirect.install(dialer().tls(TlsRoots::Config(tls::trusting(&cert))), server);
         let (mut conn, _) = within(d.connect(url)).await.unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(redirect.asked(), vec![(host.to_owned(), 443)], "{url}");
-        assert!(conn.get_ref().is_tls());
+        assert!(conn.with_stream(|s| s.is_tls()));
         let info = within(seen.recv()).await.unwrap();
         assert_eq!(info.host.as_deref(), Some(host_header), "{url}");
         conn.write_text("x").await.unwrap();

@@ -288,7 +288,7 @@ async fn socket_addresses_and_stream_access() {
     let (addr, server) = spawn_server(Upgrader::new(), |conn| async move {
         let local = conn.local_addr().unwrap();
         let remote = conn.remote_addr().unwrap();
-        let via_ref = conn.get_ref().peer_addr().unwrap();
+        let via_ref = conn.with_stream(|s| s.peer_addr()).unwrap();
         assert_eq!(conn.role(), silverback::Role::Server);
         (local, remote, via_ref, conn.into_inner().is_ok())
     })

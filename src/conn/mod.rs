@@ -38,7 +38,7 @@ mod write;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -271,11 +271,12 @@ impl<S: Stream> Conn<S> {
         self.write.shared.subprotocol.as_deref()
     }
 
-    /// The underlying stream, locked for the guard's life. Reading or writing
-    /// it directly corrupts the connection; do not hold the guard across an
-    /// `.await`.
-    pub fn get_ref(&self) -> MutexGuard<'_, S> {
-        self.write.shared.stream()
+    /// Runs `f` on the underlying stream (to ask it for its addresses or
+    /// its TLS state, say). The stream is shared by both halves, so it is
+    /// lent for the call only; reading or writing it directly corrupts the
+    /// connection.
+    pub fn with_stream<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.write.shared.stream())
     }
 
     /// The underlying stream, when no [`Handle`] is alive. Bytes already read
@@ -328,11 +329,11 @@ impl<T: SocketAddrs> SocketAddrs for hyper_util::rt::TokioIo<T> {
 impl<S: Stream + SocketAddrs> Conn<S> {
     /// The local socket address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.get_ref().local_addr()
+        self.with_stream(|s| s.local_addr())
     }
 
     /// The peer's socket address.
     pub fn remote_addr(&self) -> std::io::Result<SocketAddr> {
-        self.get_ref().peer_addr()
+        self.with_stream(|s| s.peer_addr())
     }
 }
