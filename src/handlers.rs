@@ -92,6 +92,7 @@ pub fn default_close_handler() -> CloseHandler {
 }
 
 #[derive(Clone)]
+#[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
 pub(crate) struct Handlers {
     pub(crate) ping: PingPongHandler,
     pub(crate) pong: PingPongHandler,
