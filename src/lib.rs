@@ -32,7 +32,7 @@
 //!          |
 //!   conn: Conn over tokio AsyncRead + AsyncWrite (buffers, deadlines, handlers, close)
 //!          |
-//!   proto: sans-IO core (frames, masking, UTF-8, close codes, handshake rules)
+//!   proto: sans-IO core (frames, masking, UTF-8, close codes, both opening handshakes)
 //! ```
 //!
 //! Every protocol rule lives once, in [`proto`], which knows nothing of
@@ -118,6 +118,8 @@ pub mod conn;
 pub mod dial;
 mod error;
 mod handlers;
+#[cfg(feature = "tokio")]
+mod handshake_io;
 mod message;
 mod pool;
 mod prepared;

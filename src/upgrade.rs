@@ -11,22 +11,21 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http::header::HeaderMap;
+use http::{Request, Response};
+use tokio::io::AsyncWriteExt;
 
 use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
-use crate::proto::extensions::{self, DeflateConfig, DeflateParams};
-use crate::proto::handshake::{self, Rejection};
+use crate::handshake_io::read_head;
+use crate::proto::extensions::DeflateConfig;
+use crate::proto::handshake::Rejection;
+use crate::proto::head::HeadLimits;
+use crate::proto::server_handshake::{Accepted, Refusal, ServerHandshake, ServerPolicy};
 use crate::proto::Role;
 
-/// Decides whether a request's origin is acceptable.
-pub type CheckOrigin = Arc<dyn Fn(&Request<()>) -> bool + Send + Sync>;
-
-/// Builds the HTTP response for a refused handshake.
-pub type ErrorResponder = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
+pub use crate::proto::server_handshake::{CheckOrigin, ErrorResponder};
 
 /// The default time [`Upgrader::accept`] allows for the whole handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,10 +69,7 @@ pub struct Upgrader {
 #[derive(Clone)]
 struct UpgraderOptions {
     config: Config,
-    subprotocols: Vec<String>,
-    error: Option<ErrorResponder>,
-    check_origin: Option<CheckOrigin>,
-    compression: Option<DeflateConfig>,
+    policy: ServerPolicy,
     handshake_timeout: Option<Duration>,
     max_request_bytes: usize,
     max_headers: usize,
@@ -83,10 +79,7 @@ impl Default for UpgraderOptions {
     fn default() -> Self {
         UpgraderOptions {
             config: Config::default(),
-            subprotocols: Vec::new(),
-            error: None,
-            check_origin: None,
-            compression: None,
+            policy: ServerPolicy::default(),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
@@ -98,10 +91,10 @@ impl fmt::Debug for Upgrader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upgrader")
             .field("config", &self.options.config)
-            .field("subprotocols", &self.options.subprotocols)
-            .field("custom_error", &self.options.error.is_some())
-            .field("custom_check_origin", &self.options.check_origin.is_some())
-            .field("compression", &self.options.compression)
+            .field("subprotocols", &self.options.policy.subprotocols)
+            .field("custom_error", &self.options.policy.error.is_some())
+            .field("custom_check_origin", &self.options.policy.check_origin.is_some())
+            .field("compression", &self.options.policy.compression)
             .field("handshake_timeout", &self.options.handshake_timeout)
             .field("max_request_bytes", &self.options.max_request_bytes)
             .field("max_headers", &self.options.max_headers)
@@ -137,7 +130,7 @@ impl Upgrader {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        self.options_mut().subprotocols = protocols.into_iter().map(Into::into).collect();
+        self.options_mut().policy.subprotocols = protocols.into_iter().map(Into::into).collect();
         self
     }
 
@@ -148,7 +141,7 @@ impl Upgrader {
     where
         F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
     {
-        self.options_mut().error = Some(Arc::new(responder));
+        self.options_mut().policy.error = Some(Arc::new(responder));
         self
     }
 
@@ -160,7 +153,7 @@ impl Upgrader {
     where
         F: Fn(&Request<()>) -> bool + Send + Sync + 'static,
     {
-        self.options_mut().check_origin = Some(Arc::new(check));
+        self.options_mut().policy.check_origin = Some(Arc::new(check));
         self
     }
 
@@ -168,8 +161,8 @@ impl Upgrader {
     /// context takeover both ways when the client allows it and 32 KiB
     /// windows. Off by default.
     pub fn enable_compression(mut self, enable: bool) -> Self {
-        let options = self.options_mut();
-        options.compression = enable.then(|| options.compression.unwrap_or_default());
+        let policy = &mut self.options_mut().policy;
+        policy.compression = enable.then(|| policy.compression.unwrap_or_default());
         self
     }
 
@@ -177,7 +170,7 @@ impl Upgrader {
     /// takeover or smaller windows in either direction (less memory per
     /// connection, a lower ratio).
     pub fn compression(mut self, config: DeflateConfig) -> Self {
-        self.options_mut().compression = Some(config);
+        self.options_mut().policy.compression = Some(config);
         self
     }
 
@@ -246,11 +239,7 @@ impl Upgrader {
             None => handshake.await,
         };
         match outcome {
-            Ok((decision, early)) => {
-                let mut config = self.options.config.clone();
-                config.deflate = decision.deflate;
-                Ok(Conn::from_raw(stream, Role::Server, config, decision.protocol, early))
-            }
+            Ok(accepted) => Ok(self.conn(stream, accepted)),
             Err(e) => {
                 let _ = stream.shutdown().await;
                 Err(e)
@@ -258,131 +247,40 @@ impl Upgrader {
         }
     }
 
-    async fn handshake<S, F>(&self, stream: &mut S, callback: F) -> Result<(Decision, BytesMut)>
+    /// Reads the request into the sans-IO handshake and writes its answer.
+    async fn handshake<S, F>(&self, stream: &mut S, callback: F) -> Result<Accepted>
     where
         S: Stream,
         F: FnOnce(&Request<()>) -> std::result::Result<HeaderMap, Rejection>,
     {
-        let mut buf = BytesMut::with_capacity(1024);
-        let parsed = loop {
-            match handshake::parse_request(&buf, self.options.max_headers) {
-                Ok(Some(parsed)) => break parsed,
-                Ok(None) if buf.len() >= self.options.max_request_bytes => {
-                    let rejection =
-                        Rejection::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large");
-                    return Err(self.refuse(stream, rejection).await);
-                }
-                Ok(None) => {}
-                Err(rejection) => return Err(self.refuse(stream, rejection).await),
-            }
-            buf.reserve(1024);
-            let room = self.options.max_request_bytes - buf.len();
-            let n = (&mut *stream).take(room as u64).read_buf(&mut buf).await?;
-            if n == 0 {
-                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-        };
-        let early = buf.split_off(parsed.head_len);
-        let request = parsed.request;
-        let decision = self.decide(&request).and_then(|mut decision| {
-            let mut extra = callback(&request)?;
-            let internal = |reason: String| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, reason);
-            if extra.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-                return Err(internal("extensions are negotiated by the upgrader, not by response headers".into()));
-            }
-            for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
-                if extra.contains_key(&name) {
-                    return Err(internal(format!(
-                        "the handshake writes '{name}' itself; it cannot be a response header"
-                    )));
-                }
-            }
-            if let Some(chosen) =
-                handshake::take_response_subprotocol(&mut extra, request.headers()).map_err(internal)?
-            {
-                decision.protocol = Some(chosen);
-            }
-            if let Some(value) = decision.extensions_header() {
-                extra.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
-            }
-            Ok((decision, extra))
-        });
-        match decision {
-            Ok((decision, extra)) => {
-                let mut response = BytesMut::with_capacity(256);
-                handshake::write_switching_response(
-                    &mut response,
-                    &decision.accept,
-                    decision.protocol.as_deref(),
-                    &extra,
-                );
-                stream.write_all(&response).await?;
+        let limits = HeadLimits { max_bytes: self.options.max_request_bytes, max_headers: self.options.max_headers };
+        let mut handshake = ServerHandshake::new(&self.options.policy, limits, callback);
+        match read_head(stream, &mut handshake, usize::MAX).await? {
+            None => Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Some(Ok(accepted)) => {
+                stream.write_all(&accepted.response_bytes()).await?;
                 stream.flush().await?;
-                Ok((decision, early))
+                Ok(accepted)
             }
-            Err(rejection) => Err(self.refuse(stream, rejection).await),
+            Some(Err(refusal)) => {
+                let _ = stream.write_all(&refusal.response_bytes()).await;
+                let _ = stream.flush().await;
+                Err(handshake_error(refusal))
+            }
         }
     }
 
-    /// Checks a request and picks its subprotocol and compression, or says why not.
-    fn decide(&self, request: &Request<()>) -> std::result::Result<Decision, Rejection> {
-        let valid = handshake::validate_request(request.method(), request.version(), request.headers())?;
-        let origin_ok = match &self.options.check_origin {
-            Some(check) => check(request),
-            None => handshake::same_origin(request.headers()),
-        };
-        if !origin_ok {
-            return Err(Rejection::new(StatusCode::FORBIDDEN, "request origin not allowed by Upgrader.check_origin"));
-        }
-        let negotiated = self.options.compression.as_ref().and_then(|ours| {
-            let offers = request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
-            extensions::server_negotiate_response(offers.filter_map(|v| v.to_str().ok()), ours)
-        });
-        let (deflate, extensions) = negotiated.map_or((None, None), |(params, header)| (Some(params), Some(header)));
-        let protocol = handshake::select_subprotocol(request.headers(), &self.options.subprotocols).map(str::to_owned);
-        Ok(Decision { accept: valid.accept, protocol, deflate, extensions })
-    }
-
-    /// The response for a refused handshake.
-    fn rejection_response(&self, rejection: &Rejection) -> Response<Bytes> {
-        if let Some(responder) = &self.options.error {
-            return responder(rejection);
-        }
-        let mut response = Response::new(Bytes::from(format!("{}\n", rejection.reason)));
-        *response.status_mut() = rejection.status;
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        if rejection.status == StatusCode::UPGRADE_REQUIRED {
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        }
-        response
-    }
-
-    /// Answers a refused handshake on a raw stream; returns the error to report.
-    async fn refuse<S: Stream>(&self, stream: &mut S, rejection: Rejection) -> Error {
-        let response = self.rejection_response(&rejection);
-        let mut out = BytesMut::with_capacity(256);
-        handshake::write_error_response(&mut out, response.status(), response.headers(), response.body());
-        let _ = stream.write_all(&out).await;
-        let _ = stream.flush().await;
-        Error::Handshake { status: rejection.status, reason: rejection.reason }
+    /// The connection over `stream` once `accepted` is answered.
+    fn conn<S: Stream>(&self, stream: S, accepted: Accepted) -> Conn<S> {
+        let mut config = self.options.config.clone();
+        config.deflate = accepted.deflate;
+        Conn::from_raw(stream, Role::Server, config, accepted.protocol, accepted.early)
     }
 }
 
-/// What the server answers to an acceptable request.
-struct Decision {
-    accept: String,
-    protocol: Option<String>,
-    deflate: Option<DeflateParams>,
-    /// The `Sec-WebSocket-Extensions` answer that goes with `deflate`.
-    extensions: Option<String>,
-}
-
-impl Decision {
-    fn extensions_header(&self) -> Option<HeaderValue> {
-        self.extensions.as_deref().and_then(|value| HeaderValue::from_str(value).ok())
-    }
+/// The error a refused handshake fails with.
+fn handshake_error(refusal: Refusal) -> Error {
+    Error::Handshake { status: refusal.rejection.status, reason: refusal.rejection.reason }
 }
 
 #[cfg(feature = "hyper")]
@@ -391,9 +289,8 @@ mod hyper_support {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
-    use bytes::{Bytes, BytesMut};
-    use http::header::{self, HeaderValue};
-    use http::{Request, Response, StatusCode};
+    use bytes::Bytes;
+    use http::{Request, Response};
     use http_body_util::Full;
     use hyper::upgrade::Upgraded;
     use hyper_util::rt::TokioIo;
@@ -401,7 +298,6 @@ mod hyper_support {
     use super::Upgrader;
     use crate::conn::Conn;
     use crate::error::{Error, Result};
-    use crate::proto::Role;
 
     /// The stream of a connection upgraded through hyper.
     pub type UpgradedStream = TokioIo<Upgraded>;
@@ -476,38 +372,24 @@ mod hyper_support {
                 *head.headers_mut() = request.headers().clone();
                 head
             };
-            let decision = match self.decide(&head) {
-                Ok(decision) => decision,
-                Err(rejection) => {
-                    let (parts, body) = self.rejection_response(&rejection).into_parts();
+            let mut accepted = match self.options.policy.answer(&head, |_| Ok(http::HeaderMap::new())) {
+                Ok(accepted) => accepted,
+                Err(refusal) => {
+                    let (parts, body) = refusal.response.into_parts();
                     return Err(Rejected {
                         response: Response::from_parts(parts, Full::new(body)),
-                        error: Error::Handshake { status: rejection.status, reason: rejection.reason },
+                        error: Error::Handshake { status: refusal.rejection.status, reason: refusal.rejection.reason },
                     });
                 }
             };
             let on_upgrade = hyper::upgrade::on(&mut request);
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let headers = response.headers_mut();
-            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            if let Ok(value) = HeaderValue::from_str(&decision.accept) {
-                headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
-            }
-            if let Some(value) = decision.protocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
-                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
-            }
-            if let Some(value) = decision.extensions_header() {
-                headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
-            }
-            let mut config = self.options.config.clone();
-            config.deflate = decision.deflate;
-            let protocol = decision.protocol;
+            let (parts, ()) = std::mem::take(&mut accepted.response).into_parts();
+            let response = Response::from_parts(parts, Full::new(Bytes::new()));
+            let upgrader = self.clone();
             let upgrading = Upgrading {
                 inner: Box::pin(async move {
                     let upgraded = on_upgrade.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
-                    Ok(Conn::from_raw(TokioIo::new(upgraded), Role::Server, config, protocol, BytesMut::new()))
+                    Ok(upgrader.conn(TokioIo::new(upgraded), accepted))
                 }),
             };
             Ok((response, upgrading))

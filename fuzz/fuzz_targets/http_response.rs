@@ -1,17 +1,20 @@
-//! The client's side of the opening handshake on arbitrary bytes:
-//! `parse_response`, then `validate_response` against a fixed key and one of
-//! a few subprotocol offers. Nothing panics; a complete head is never found in
-//! a strict prefix of itself; an accepted response really is a 101 with the
-//! right accept value, and the subprotocol it returns was offered.
+//! The client's side of the opening handshake on arbitrary bytes: a
+//! `HeadReader` for the response head, `validate_response` against a fixed
+//! key and one of a few subprotocol offers, and a `ClientHandshake` fed the
+//! same bytes whole and one byte at a time. Nothing panics; a complete head
+//! is never found in a strict prefix of itself; the handshake decides the
+//! same however the bytes are cut; an accepted response really is a 101 with
+//! the right accept value, and the subprotocol it returns was offered.
 //!
 //! Input: byte 0 is the header limit (0–63), byte 1 picks the offer, the rest
 //! is the response.
 #![no_main]
 
-use http::{header, StatusCode};
+use http::{header, HeaderMap, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use silverback::proto::client_handshake::{body_excerpt, parse_response, validate_response};
+use silverback::proto::client_handshake::{validate_response, ClientError, ClientHandshake, RequestParts};
 use silverback::proto::handshake::{accept_key, header_has_token};
+use silverback::proto::head::{HeadLimits, HeadReader};
 
 /// The key of RFC 6455 §1.3; its accept value is `s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`.
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -20,26 +23,51 @@ const OFFERS: [&[&str]; 4] = [&[], &["chat"], &["chat", "superchat"], &["v1.exam
 
 fuzz_target!(|data: &[u8]| {
     let [limit, offer, raw @ ..] = data else { return };
-    let max_headers = usize::from(limit % 64);
+    let limits = HeadLimits { max_bytes: 16 * 1024, max_headers: usize::from(limit % 64) };
     let offered: Vec<String> = OFFERS[usize::from(offer % 4)].iter().map(|s| s.to_string()).collect();
-    let parsed = match parse_response(raw, max_headers) {
-        Ok(Some(parsed)) => parsed,
+
+    let headers = HeaderMap::new();
+    let parts = RequestParts {
+        resource: "/",
+        host: "example.com",
+        key: KEY,
+        subprotocols: &offered,
+        compression: None,
+        headers: &headers,
+    };
+    let whole = ClientHandshake::new(&parts, limits).expect("a valid request").receive(raw);
+    let mut client = ClientHandshake::new(&parts, limits).expect("a valid request");
+    let mut by_byte = Ok(None);
+    for byte in raw {
+        by_byte = client.receive(std::slice::from_ref(byte));
+        if !matches!(by_byte, Ok(None)) {
+            break;
+        }
+    }
+    match (&whole, &by_byte) {
+        (Ok(None), Ok(None)) => {}
+        (Ok(Some(a)), Ok(Some(b))) => {
+            assert_eq!((&a.protocol, a.response.headers()), (&b.protocol, b.response.headers()))
+        }
+        (Err(ClientError::InvalidResponse(_)), Err(ClientError::InvalidResponse(_))) => {}
+        (Err(ClientError::BadHandshake { reason: a, .. }), Err(ClientError::BadHandshake { reason: b, .. })) => {
+            assert_eq!(a, b)
+        }
+        (a, b) => panic!("fed whole: {a:?}; fed byte by byte: {b:?}"),
+    }
+
+    let head = match HeadReader::new(limits).receive_response(raw) {
+        Ok(Some(head)) => head,
         Ok(None) | Err(_) => return,
     };
-    assert!(parsed.head_len <= raw.len());
-    assert!(parsed.response.headers().len() <= max_headers);
-    if parsed.head_len > 0 {
-        assert!(
-            !matches!(parse_response(&raw[..parsed.head_len - 1], max_headers), Ok(Some(_))),
-            "a strict prefix of the head parsed as complete"
-        );
-    }
-    let head = parse_response(&raw[..parsed.head_len], max_headers).expect("the head alone").expect("complete");
-    assert_eq!(head.head_len, parsed.head_len);
-    assert_eq!(head.response.status(), parsed.response.status());
-    assert!(body_excerpt(&raw[parsed.head_len..]).len() <= 1024);
+    let head_len = raw.len() - head.rest.len();
+    assert!(head.message.headers().len() <= limits.max_headers);
+    assert!(
+        !matches!(HeadReader::new(limits).receive_response(&raw[..head_len - 1]), Ok(Some(_))),
+        "a strict prefix of the head parsed as complete"
+    );
 
-    let response = parsed.response;
+    let response = head.message;
     match validate_response(&response, KEY, &offered) {
         Ok(protocol) => {
             assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
@@ -51,6 +79,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(offered.contains(&protocol), "subprotocol {protocol:?} was not offered");
             }
         }
-        Err(reason) => assert!(!reason.is_empty()),
+        Err(reason) => {
+            assert!(!reason.is_empty());
+            assert!(matches!(whole, Err(ClientError::BadHandshake { .. })), "{whole:?}");
+        }
     }
 });

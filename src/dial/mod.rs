@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,8 +35,10 @@ pub use tls::TlsRoots;
 
 use crate::conn::{Config, Conn, Stream};
 use crate::error::{Error, Result};
-use crate::proto::client_handshake::{self, RequestParts};
-use crate::proto::extensions::{self, DeflateConfig};
+use crate::handshake_io::read_head;
+use crate::proto::client_handshake::{self, ClientError, ClientHandshake, RequestParts};
+use crate::proto::extensions::DeflateConfig;
+use crate::proto::head::HeadLimits;
 use crate::proto::Role;
 use target::Target;
 
@@ -264,7 +266,7 @@ impl Dialer {
     /// Builds and checks the whole handshake request for `target`, before
     /// any connection is made: nothing a caller gives (subprotocols, headers,
     /// `Host`, cookies from the jar) can add a header or break a line.
-    fn request(&self, target: &Target) -> Result<Request> {
+    fn request(&self, target: &Target) -> Result<ClientHandshake> {
         let invalid = Error::InvalidRequest;
         client_handshake::check_subprotocols(&self.subprotocols).map_err(invalid)?;
         let mut headers = self.headers.clone();
@@ -294,21 +296,16 @@ impl Dialer {
             headers.append(header::COOKIE, value);
         }
         let key = BASE64.encode(rand::random::<[u8; 16]>());
-        let offer = self.compression.as_ref().map(extensions::client_offers);
-        let mut bytes = BytesMut::with_capacity(256);
-        client_handshake::write_request(
-            &mut bytes,
-            &RequestParts {
-                resource: &target.resource,
-                host: &host,
-                key: &key,
-                subprotocols: &self.subprotocols,
-                extensions: offer.as_deref(),
-                headers: &headers,
-            },
-        )
-        .map_err(invalid)?;
-        Ok(Request { key, bytes })
+        let parts = RequestParts {
+            resource: &target.resource,
+            host: &host,
+            key: &key,
+            subprotocols: &self.subprotocols,
+            compression: self.compression,
+            headers: &headers,
+        };
+        let limits = HeadLimits { max_bytes: self.max_response_bytes, max_headers: self.max_response_headers };
+        ClientHandshake::new(&parts, limits).map_err(invalid)
     }
 
     async fn open_transport(&self, host: &str, port: u16) -> Result<ClientStream> {
@@ -351,81 +348,41 @@ impl Dialer {
         &self,
         mut stream: S,
         target: &Target,
-        request: Request,
+        mut handshake: ClientHandshake,
     ) -> Result<(Conn<S>, Response<()>)> {
-        stream.write_all(&request.bytes).await?;
+        stream.write_all(handshake.request_bytes()).await?;
         stream.flush().await?;
-        let http_url = target.http_url();
-
-        let mut buf = BytesMut::with_capacity(1024);
-        let parsed = loop {
-            match client_handshake::parse_response(&buf, self.max_response_headers) {
-                Ok(Some(parsed)) => break parsed,
-                Ok(None) if buf.len() >= self.max_response_bytes => {
-                    return Err(Error::InvalidResponse("handshake response head too large".into()))
-                }
-                Ok(None) => {}
-                Err(e) => return Err(Error::InvalidResponse(e)),
+        let outcome = read_head(&mut stream, &mut handshake, usize::MAX)
+            .await?
+            .ok_or_else(|| Error::InvalidResponse("connection closed before the handshake response".into()))?;
+        match outcome {
+            Ok(accepted) => {
+                self.store_cookies(target, &accepted.response);
+                let mut config = self.config.clone();
+                config.deflate = accepted.deflate;
+                let conn = Conn::from_raw(stream, Role::Client, config, accepted.protocol, accepted.early);
+                Ok((conn, accepted.response))
             }
-            buf.reserve(1024);
-            let room = (self.max_response_bytes - buf.len()) as u64;
-            if (&mut stream).take(room).read_buf(&mut buf).await? == 0 {
-                return Err(Error::InvalidResponse("connection closed before the handshake response".into()));
+            Err(ClientError::BadHandshake { reason, response, mut body }) => {
+                self.store_cookies(target, &response);
+                read_body_excerpt(&mut stream, &response, &mut body).await;
+                let (parts, ()) = (*response).into_parts();
+                let body = client_handshake::body_excerpt(&body);
+                Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, body)) })
             }
-        };
-        let mut early = buf.split_off(parsed.head_len);
-        let response = parsed.response;
-        if let Some(jar) = &self.jar {
-            let set: Vec<&str> =
-                response.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-            if !set.is_empty() {
-                jar.set_cookies(&http_url, &set);
-            }
+            Err(ClientError::InvalidResponse(reason)) => Err(Error::InvalidResponse(reason)),
         }
-        let protocol = match client_handshake::validate_response(&response, &request.key, &self.subprotocols) {
-            Ok(protocol) => protocol,
-            Err(reason) => {
-                read_body_excerpt(&mut stream, &response, &mut early).await;
-                let (parts, ()) = response.into_parts();
-                let body = client_handshake::body_excerpt(&early);
-                return Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, body)) });
-            }
-        };
-        let accepted: Vec<&str> = response
-            .headers()
-            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let deflate = match (&self.compression, accepted.is_empty()) {
-            (_, true) => None,
-            (Some(ours), false) => match extensions::client_accept(&accepted.join(", "), ours) {
-                Ok(params) => Some(params),
-                Err(why) => return Err(bad_handshake(format!("invalid permessage-deflate response: {why}"), response)),
-            },
-            (None, false) => {
-                let reason = format!("the server accepted an extension that was not offered: {}", accepted.join(", "));
-                return Err(bad_handshake(reason, response));
-            }
-        };
-        let mut config = self.config.clone();
-        config.deflate = deflate;
-        let conn = Conn::from_raw(stream, Role::Client, config, protocol, early);
-        Ok((conn, response))
     }
-}
 
-/// A checked handshake request, ready to send.
-struct Request {
-    /// The `Sec-WebSocket-Key` it carries.
-    key: String,
-    /// The request head.
-    bytes: BytesMut,
-}
-
-fn bad_handshake(reason: String, response: Response<()>) -> Error {
-    let (parts, ()) = response.into_parts();
-    Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, Bytes::new())) }
+    /// Gives the cookies a handshake response sets to the jar, if any.
+    fn store_cookies(&self, target: &Target, response: &Response<()>) {
+        let Some(jar) = &self.jar else { return };
+        let set: Vec<&str> =
+            response.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+        if !set.is_empty() {
+            jar.set_cookies(&target.http_url(), &set);
+        }
+    }
 }
 
 /// Reads up to 1 KiB of a refusal's body (as far as `Content-Length` says),

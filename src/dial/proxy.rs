@@ -5,17 +5,18 @@ use std::net::IpAddr;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use url::Url;
 
 use super::target::{percent_decode, Target};
 use crate::conn::Stream;
 use crate::error::{Error, Result};
+use crate::handshake_io::read_head;
 use crate::proto::client_handshake::check_host;
+use crate::proto::head::{HeadError, HeadLimits, HeadReader, ReasonPhrase};
 
-/// The largest proxy reply head read before giving up.
-const MAX_REPLY_BYTES: usize = 8 * 1024;
+/// The bounds on a proxy's reply head.
+const REPLY_LIMITS: HeadLimits = HeadLimits { max_bytes: 8 * 1024, max_headers: 32 };
 
 /// Which proxy a [`crate::Dialer`] goes through.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -170,34 +171,19 @@ async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &T
 
     // One byte at a time, so that nothing past the reply's head (which would
     // belong to the tunnel) is consumed; the head is a few dozen bytes.
-    let mut head = BytesMut::with_capacity(256);
-    loop {
-        if head.len() >= MAX_REPLY_BYTES {
-            return Err(Error::Proxy("proxy reply head too large".into()));
-        }
-        let mut byte = [0u8; 1];
-        if stream.read(&mut byte).await? == 0 {
-            return Err(Error::Proxy("proxy closed the connection before replying to CONNECT".into()));
-        }
-        head.extend_from_slice(&byte);
-        if head.ends_with(b"\r\n\r\n") {
-            break;
-        }
+    let mut reader = HeadReader::new(REPLY_LIMITS).errors_at_end();
+    let reply = match read_head(stream, &mut reader, 1).await? {
+        None => return Err(Error::Proxy("proxy closed the connection before replying to CONNECT".into())),
+        Some(Ok(head)) => head.message,
+        Some(Err(HeadError::TooLarge)) => return Err(Error::Proxy("proxy reply head too large".into())),
+        Some(Err(e)) => return Err(Error::Proxy(format!("malformed proxy reply: {e}"))),
+    };
+    let status = reply.status();
+    if status.is_success() {
+        return Ok(());
     }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut reply = httparse::Response::new(&mut headers);
-    match reply.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(Error::Proxy(format!("malformed proxy reply: {:?}", String::from_utf8_lossy(&head)))),
-    }
-    match reply.code {
-        Some(200..=299) => Ok(()),
-        Some(code) => Err(Error::Proxy(format!(
-            "proxy refused CONNECT to {authority}: {code}{}",
-            reply.reason.filter(|r| !r.is_empty()).map(|r| format!(" {r}")).unwrap_or_default()
-        ))),
-        None => Err(Error::Proxy("malformed proxy reply: no status".into())),
-    }
+    let reason = reply.extensions().get::<ReasonPhrase>().map(|r| format!(" {}", r.0)).unwrap_or_default();
+    Err(Error::Proxy(format!("proxy refused CONNECT to {authority}: {}{reason}", status.as_u16())))
 }
 
 /// An I/O failure in the middle of the SOCKS5 exchange: the proxy hung up or

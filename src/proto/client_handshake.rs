@@ -1,12 +1,40 @@
-//! The client's side of the opening handshake (RFC 6455 §4.1): writing the
-//! request and checking the server's response.
+//! The client's side of the opening handshake (RFC 6455 §4.1) as a sans-IO
+//! object: a [`ClientHandshake`] gives the request bytes to send, takes the
+//! server's response bytes as they arrive, and checks the response.
+//!
+//! ```
+//! use http::HeaderMap;
+//! use silverback::proto::client_handshake::{ClientHandshake, RequestParts};
+//! use silverback::proto::head::HeadLimits;
+//!
+//! let headers = HeaderMap::new();
+//! let parts = RequestParts {
+//!     resource: "/chat",
+//!     host: "example.com",
+//!     key: "dGhlIHNhbXBsZSBub25jZQ==",
+//!     subprotocols: &[],
+//!     compression: None,
+//!     headers: &headers,
+//! };
+//! let limits = HeadLimits { max_bytes: 4096, max_headers: 32 };
+//! let mut handshake = ClientHandshake::new(&parts, limits).unwrap();
+//! assert!(handshake.request_bytes().starts_with(b"GET /chat HTTP/1.1\r\n"));
+//! let response = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+//!                  Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+//! assert!(handshake.receive(&response[..30]).unwrap().is_none());
+//! let accepted = handshake.receive(&response[30..]).unwrap().unwrap();
+//! assert_eq!(accepted.response.status(), 101);
+//! ```
+
+use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Response, StatusCode, Version};
+use http::header::{self, HeaderMap, HeaderName};
+use http::{Response, StatusCode};
 
-use super::extensions::is_token;
+use super::extensions::{self, is_token, DeflateConfig, DeflateParams};
 use super::handshake::{accept_key, header_has_token, is_valid_key};
+use super::head::{HeadError, HeadLimits, HeadReader};
 
 /// Request headers the handshake writes itself; a caller may not set them.
 pub const RESERVED_HEADERS: [HeaderName; 5] = [
@@ -28,8 +56,8 @@ pub struct RequestParts<'a> {
     pub key: &'a str,
     /// Subprotocols offered, in order of preference.
     pub subprotocols: &'a [String],
-    /// The `Sec-WebSocket-Extensions` offer, if any.
-    pub extensions: Option<&'a str>,
+    /// permessage-deflate to offer, if any.
+    pub compression: Option<DeflateConfig>,
     /// Any other headers (cookies, authorization, origin, user headers).
     pub headers: &'a HeaderMap,
 }
@@ -97,11 +125,6 @@ fn check_request(parts: &RequestParts<'_>) -> Result<(), String> {
         return Err("invalid Sec-WebSocket-Key: expected 16 bytes in base64".into());
     }
     check_subprotocols(parts.subprotocols)?;
-    if let Some(extensions) = parts.extensions {
-        if !is_field_value(extensions.as_bytes()) {
-            return Err(format!("invalid Sec-WebSocket-Extensions offer {extensions:?}"));
-        }
-    }
     let own = RESERVED_HEADERS
         .iter()
         .chain([&header::HOST])
@@ -119,13 +142,11 @@ fn check_request(parts: &RequestParts<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the handshake request, after checking every part of it (see
-/// [`check_subprotocols`] and [`check_host`]; the resource must be a path and
-/// query of visible ASCII; header values may hold no control character but
-/// tab; `headers` may not hold `Host` or a header the handshake writes
-/// itself). On an error nothing is written.
-pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) -> Result<(), String> {
+/// Writes the handshake request, after checking every part of it. On an
+/// error nothing is written.
+fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) -> Result<(), String> {
     check_request(parts)?;
+    let offer = parts.compression.as_ref().map(extensions::client_offers);
     dst.put_slice(b"GET ");
     dst.put_slice(parts.resource.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\nHost: ");
@@ -138,9 +159,9 @@ pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) -> Result<(),
         dst.put_slice(parts.subprotocols.join(", ").as_bytes());
         dst.put_slice(b"\r\n");
     }
-    if let Some(extensions) = parts.extensions {
+    if let Some(offer) = offer {
         dst.put_slice(b"Sec-WebSocket-Extensions: ");
-        dst.put_slice(extensions.as_bytes());
+        dst.put_slice(offer.as_bytes());
         dst.put_slice(b"\r\n");
     }
     for (name, value) in parts.headers {
@@ -151,48 +172,6 @@ pub fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) -> Result<(),
     }
     dst.put_slice(b"\r\n");
     Ok(())
-}
-
-/// A parsed response head.
-#[derive(Debug)]
-pub struct ParsedResponse {
-    /// Status and headers, with an empty body.
-    pub response: Response<()>,
-    /// How many bytes the head took.
-    pub head_len: usize,
-}
-
-/// Parses an HTTP/1.1 response head from the start of `buf`; `Ok(None)` when
-/// it is not complete yet.
-pub fn parse_response(buf: &[u8], max_headers: usize) -> Result<Option<ParsedResponse>, String> {
-    // Up to 128 headers are parsed on the stack; more need the heap.
-    let mut on_stack = [httparse::EMPTY_HEADER; 128];
-    let mut on_heap = Vec::new();
-    let storage: &mut [httparse::Header<'_>] = if max_headers <= on_stack.len() {
-        &mut on_stack[..max_headers]
-    } else {
-        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
-        &mut on_heap
-    };
-    let mut parsed = httparse::Response::new(storage);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("malformed HTTP response: {e}")),
-    };
-    let status = parsed
-        .code
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .ok_or_else(|| "malformed HTTP response: status".to_owned())?;
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = if parsed.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "malformed HTTP response: header name")?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| "malformed HTTP response: header value")?;
-        response.headers_mut().append(name, value);
-    }
-    Ok(Some(ParsedResponse { response, head_len }))
 }
 
 /// Checks a `101` response against the request (RFC 6455 §4.1, items 1–6 of
@@ -239,168 +218,150 @@ pub fn validate_response<B>(response: &Response<B>, key: &str, offered: &[String
 }
 
 /// The first bytes of a refusal's body, kept with the error (at most 1 KiB).
-pub fn body_excerpt(bytes: &[u8]) -> Bytes {
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn body_excerpt(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(&bytes[..bytes.len().min(1024)])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The client's opening handshake (see the [module docs](self)).
+pub struct ClientHandshake {
+    key: String,
+    subprotocols: Vec<String>,
+    compression: Option<DeflateConfig>,
+    request: Bytes,
+    head: HeadReader,
+    done: bool,
+}
 
-    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-
-    fn response(lines: &str) -> Response<()> {
-        parse_response(format!("{lines}\r\n\r\n").as_bytes(), 32).unwrap().unwrap().response
-    }
-
-    const GOOD: &str = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-    #[test]
-    fn writes_the_request() {
-        let mut out = BytesMut::new();
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ORIGIN, HeaderValue::from_static("http://x"));
-        let protocols = vec!["chat".to_owned(), "v2".to_owned()];
-        write_request(
-            &mut out,
-            &RequestParts {
-                resource: "/a?b=1",
-                host: "[::1]:9001",
-                key: KEY,
-                subprotocols: &protocols,
-                extensions: None,
-                headers: &headers,
-            },
-        )
-        .unwrap();
-        let text = std::str::from_utf8(&out).unwrap();
-        assert!(text.starts_with("GET /a?b=1 HTTP/1.1\r\nHost: [::1]:9001\r\n"));
-        assert!(text.contains("Sec-WebSocket-Protocol: chat, v2\r\n"));
-        assert!(text.contains("origin: http://x\r\n"));
-        assert!(text.ends_with("\r\n\r\n"));
-    }
-
-    fn parts<'a>(protocols: &'a [String], headers: &'a HeaderMap) -> RequestParts<'a> {
-        RequestParts {
-            resource: "/",
-            host: "example.com",
-            key: KEY,
-            subprotocols: protocols,
-            extensions: None,
-            headers,
-        }
-    }
-
-    #[test]
-    fn refuses_each_part_that_would_break_the_request_and_writes_nothing() {
-        let none = HeaderMap::new();
-        let good: Vec<String> = vec!["chat".into()];
-        let mut with_host = HeaderMap::new();
-        with_host.insert(header::HOST, HeaderValue::from_static("other.example"));
-        let mut with_key = HeaderMap::new();
-        with_key.insert(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static(KEY));
-        let mut with_protocol = HeaderMap::new();
-        with_protocol.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("chat"));
-        let mut with_obs = HeaderMap::new();
-        with_obs.insert("x-obs", HeaderValue::from_bytes(b"a\xffb").unwrap());
-        let protocols = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<String>>();
-        let bad_protocols = [
-            protocols(&["chat\r\nX-Injected: 1"]),
-            protocols(&[""]),
-            protocols(&["a b"]),
-            protocols(&["a,b"]),
-            protocols(&["\"chat\""]),
-            protocols(&["chat;v=1"]),
-            protocols(&["caf\u{e9}"]),
-            protocols(&["chat", "chat"]),
-        ];
-        let mut cases: Vec<RequestParts<'_>> = bad_protocols.iter().map(|p| parts(p, &none)).collect();
-        for resource in ["/a b", "/a\r\nX-Injected: 1", "", "a", "/\u{e9}", "/\x7f"] {
-            cases.push(RequestParts { resource, ..parts(&good, &none) });
-        }
-        for host in ["", "a b", "h\r\nX-Injected: 1", "user@h", "h/path", "h\t", "h:port"] {
-            cases.push(RequestParts { host, ..parts(&good, &none) });
-        }
-        cases.push(RequestParts { key: "k\r\nX-Injected: 1", ..parts(&good, &none) });
-        cases.push(RequestParts { extensions: Some("permessage-deflate\r\nX-Injected: 1"), ..parts(&good, &none) });
-        cases.push(parts(&good, &with_host));
-        cases.push(parts(&good, &with_key));
-        cases.push(parts(&good, &with_protocol));
-        for case in &cases {
-            let mut out = BytesMut::new();
-            assert!(write_request(&mut out, case).is_err(), "{case:?}");
-            assert!(out.is_empty(), "{case:?}");
-        }
-        // obs-text and tab are legal in a field value; the header is written as given.
-        with_obs.insert("x-tab", HeaderValue::from_static("a\tb"));
-        let mut out = BytesMut::new();
-        write_request(&mut out, &parts(&good, &with_obs)).unwrap();
-        let has = |line: &[u8]| out.windows(line.len()).any(|w| w == line);
-        assert!(has(b"\r\nx-obs: a\xffb\r\n"), "{out:?}");
-        assert!(has(b"\r\nx-tab: a\tb\r\n"), "{out:?}");
-        // Sec-WebSocket-Protocol given as a header is allowed when no subprotocols are.
-        assert!(write_request(&mut BytesMut::new(), &parts(&[], &with_protocol)).is_ok());
-    }
-
-    #[test]
-    fn hosts() {
-        for good in ["example.com", "example.com:8080", "[::1]", "[::1]:9001", "127.0.0.1:80", "xn--caf-dma.example"] {
-            assert_eq!(check_host(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "",
-            ":80",
-            "h:",
-            "h:port",
-            "h:70000",
-            "h:+80",
-            "[::1",
-            "[nope]",
-            "[::1]x",
-            "a:b:c",
-            "h/p",
-            "h?q",
-            "h#f",
-            "u@h",
-            "h h",
-            "h\t",
-            "h\r\nX: 1",
-            "caf\u{e9}",
-        ] {
-            assert!(check_host(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn accepts_a_good_response_with_extra_tokens() {
-        let r = response(&GOOD.replace("Connection: Upgrade", "Connection: keep-alive, Upgrade"));
-        assert_eq!(validate_response(&r, KEY, &[]), Ok(None));
-    }
-
-    #[test]
-    fn rejects_each_bad_response() {
-        let cases = [
-            GOOD.replace("101 Switching Protocols", "200 OK"),
-            GOOD.replace("Upgrade: websocket\r\n", ""),
-            GOOD.replace("Connection: Upgrade\r\n", ""),
-            GOOD.replace("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", "AAAAAAAAAAAAAAAAAAAAAAAAAAA="),
-            format!("{GOOD}\r\nSec-WebSocket-Protocol: other"),
-        ];
-        for case in cases {
-            assert!(validate_response(&response(&case), KEY, &["chat".into()]).is_err(), "{case}");
-        }
-    }
-
-    #[test]
-    fn reports_where_a_redirect_points() {
-        let r = response("HTTP/1.1 302 Found\r\nLocation: ws://elsewhere/");
-        let err = validate_response(&r, KEY, &[]).unwrap_err();
-        assert!(err.contains("ws://elsewhere/"), "{err}");
-    }
-
-    #[test]
-    fn returns_the_offered_protocol_chosen() {
-        let r = response(&format!("{GOOD}\r\nSec-WebSocket-Protocol: chat"));
-        assert_eq!(validate_response(&r, KEY, &["v1".into(), "chat".into()]), Ok(Some("chat".into())));
+impl fmt::Debug for ClientHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientHandshake")
+            .field("subprotocols", &self.subprotocols)
+            .field("compression", &self.compression)
+            .field("head", &self.head)
+            .field("done", &self.done)
+            .finish()
     }
 }
+
+/// An accepted handshake, as the client sees it.
+#[derive(Debug)]
+pub struct ClientAccepted {
+    /// The subprotocol the server chose (one of those offered).
+    pub protocol: Option<String>,
+    /// The agreed permessage-deflate parameters, when the server accepted
+    /// the offer.
+    pub deflate: Option<DeflateParams>,
+    /// The server's `101` response.
+    pub response: Response<()>,
+    /// Bytes received after the response head (WebSocket frames the server
+    /// sent at once).
+    pub early: BytesMut,
+}
+
+/// Why a client handshake failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The response is not an HTTP head, or not within the limits.
+    InvalidResponse(String),
+    /// The server answered, but did not accept the handshake as requested:
+    /// not a `101`, a wrong `Sec-WebSocket-Accept`, a subprotocol or
+    /// extension that was not offered, and so on.
+    BadHandshake {
+        /// What was wrong.
+        reason: String,
+        /// The server's response head.
+        response: Box<Response<()>>,
+        /// Bytes received after the head: the start of a refusal's body.
+        /// Empty when the refusal is about the extensions of a `101`.
+        body: BytesMut,
+    },
+}
+
+impl ClientHandshake {
+    /// Checks every part of the request (see [`check_subprotocols`] and
+    /// [`check_host`]; the resource must be a path and query of visible
+    /// ASCII; header values may hold no control character but tab; `headers`
+    /// may not hold `Host` or a header the handshake writes itself) and
+    /// writes it. The response head will be read within `limits`.
+    pub fn new(parts: &RequestParts<'_>, limits: HeadLimits) -> Result<Self, String> {
+        let mut request = BytesMut::with_capacity(256);
+        write_request(&mut request, parts)?;
+        Ok(ClientHandshake {
+            key: parts.key.to_owned(),
+            subprotocols: parts.subprotocols.to_vec(),
+            compression: parts.compression,
+            request: request.freeze(),
+            head: HeadReader::new(limits),
+            done: false,
+        })
+    }
+
+    /// The request head to send.
+    pub fn request_bytes(&self) -> &[u8] {
+        &self.request
+    }
+
+    /// How many more bytes the response head may take (0 once complete).
+    pub fn room(&self) -> usize {
+        if self.done {
+            0
+        } else {
+            self.head.room()
+        }
+    }
+
+    /// Takes the next bytes of the server's response: `Ok(None)` until its
+    /// head is complete, then the agreed parameters or why the handshake
+    /// failed. Once complete, any further bytes are an error.
+    pub fn receive(&mut self, data: &[u8]) -> Result<Option<ClientAccepted>, ClientError> {
+        if self.done {
+            return Err(ClientError::InvalidResponse("the handshake is already complete".into()));
+        }
+        let head = match self.head.receive_response(data) {
+            Ok(None) => return Ok(None),
+            Ok(Some(head)) => head,
+            Err(e) => {
+                self.done = true;
+                return Err(ClientError::InvalidResponse(match e {
+                    HeadError::TooLarge => "handshake response head too large".into(),
+                    HeadError::TooManyHeaders => "malformed HTTP response: too many headers".into(),
+                    HeadError::Malformed(reason) => reason,
+                }));
+            }
+        };
+        self.done = true;
+        let (response, early) = (head.message, head.rest);
+        let protocol = match validate_response(&response, &self.key, &self.subprotocols) {
+            Ok(protocol) => protocol,
+            Err(reason) => return Err(ClientError::BadHandshake { reason, response: Box::new(response), body: early }),
+        };
+        let accepted: Vec<&str> = response
+            .headers()
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        // RFC 6455 §4.1, item 5: only an extension that was offered.
+        let deflate = match (&self.compression, accepted.is_empty()) {
+            (_, true) => Ok(None),
+            (Some(ours), false) => extensions::client_accept(&accepted.join(", "), ours)
+                .map(Some)
+                .map_err(|why| format!("invalid permessage-deflate response: {why}")),
+            (None, false) => {
+                Err(format!("the server accepted an extension that was not offered: {}", accepted.join(", ")))
+            }
+        };
+        match deflate {
+            Ok(deflate) => Ok(Some(ClientAccepted { protocol, deflate, response, early })),
+            Err(reason) => {
+                Err(ClientError::BadHandshake { reason, response: Box::new(response), body: BytesMut::new() })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "client_handshake_tests.rs"]
+mod tests;

@@ -1,13 +1,13 @@
-//! The pure parts of the opening handshake (RFC 6455 §4): parsing the client's
-//! request, deciding whether to accept it, and writing the server's response.
+//! The rules of the opening handshake (RFC 6455 §4) that both sides share or
+//! that a server applies to a request: keys, header tokens, subprotocol
+//! choice, the origin policy and the request checks.
 //!
-//! The I/O around these (reading the request off a socket within a timeout,
-//! serving it through hyper) lives in [`crate::upgrade`].
+//! The handshakes themselves are [`super::server_handshake::ServerHandshake`]
+//! and [`super::client_handshake::ClientHandshake`].
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::{BufMut, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, StatusCode, Version};
 use sha1::{Digest, Sha1};
 
@@ -73,7 +73,7 @@ pub fn select_subprotocol<'a>(headers: &'a HeaderMap, supported: &[String]) -> O
 /// callback gave, and checks that it names one subprotocol, a token the
 /// client requested in `request`. `Ok(None)` when there is none; `Err` says
 /// why it cannot be answered.
-pub fn take_response_subprotocol(extra: &mut HeaderMap, request: &HeaderMap) -> Result<Option<String>, String> {
+pub(crate) fn take_response_subprotocol(extra: &mut HeaderMap, request: &HeaderMap) -> Result<Option<String>, String> {
     let mut values = extra.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
     let chosen = match (values.next(), values.next()) {
         (None, _) => return Ok(None),
@@ -183,102 +183,10 @@ pub fn validate_request(method: &Method, version: Version, headers: &HeaderMap) 
     Ok(ValidRequest { accept: accept_key(key.as_bytes()) })
 }
 
-/// The outcome of [`parse_request`] on a complete request head.
-#[derive(Debug)]
-pub struct ParsedRequest {
-    /// The request line and headers, with an empty body.
-    pub request: Request<()>,
-    /// How many bytes of the input the head took; anything after it is
-    /// WebSocket data the client sent early.
-    pub head_len: usize,
-}
-
-/// Parses an HTTP/1.1 request head from the start of `buf`.
-///
-/// `Ok(None)` means the head is not complete yet. `max_headers` bounds the
-/// header count (more gives 431).
-pub fn parse_request(buf: &[u8], max_headers: usize) -> Result<Option<ParsedRequest>, Rejection> {
-    // Up to 128 headers are parsed on the stack; more need the heap.
-    let mut on_stack = [httparse::EMPTY_HEADER; 128];
-    let mut on_heap = Vec::new();
-    let storage: &mut [httparse::Header<'_>] = if max_headers <= on_stack.len() {
-        &mut on_stack[..max_headers]
-    } else {
-        on_heap.resize(max_headers, httparse::EMPTY_HEADER);
-        &mut on_heap
-    };
-    let mut parsed = httparse::Request::new(storage);
-    let head_len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Rejection::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too many request headers"))
-        }
-        Err(e) => return Err(Rejection::new(StatusCode::BAD_REQUEST, format!("malformed HTTP request: {e}"))),
-    };
-    let bad = |what: &str| Rejection::new(StatusCode::BAD_REQUEST, format!("malformed HTTP request: {what}"));
-    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()).map_err(|_| bad("method"))?;
-    let version = match parsed.version {
-        Some(1) => Version::HTTP_11,
-        _ => Version::HTTP_10,
-    };
-    let mut builder = Request::builder().method(method).uri(parsed.path.unwrap_or("/")).version(version);
-    let headers = builder.headers_mut().ok_or_else(|| bad("request target"))?;
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| bad("header value"))?;
-        headers.append(name, value);
-    }
-    let request = builder.body(()).map_err(|_| bad("request target"))?;
-    Ok(Some(ParsedRequest { request, head_len }))
-}
-
-/// Writes the `101 Switching Protocols` response, with the chosen subprotocol
-/// and any extra headers (control characters in their values, and in
-/// `accept` and `subprotocol`, become spaces, so a header cannot be split).
-pub fn write_switching_response(dst: &mut BytesMut, accept: &str, subprotocol: Option<&str>, extra: &HeaderMap) {
-    dst.put_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
-    put_header(dst, b"Sec-WebSocket-Accept", accept.as_bytes());
-    if let Some(protocol) = subprotocol {
-        put_header(dst, b"Sec-WebSocket-Protocol", protocol.as_bytes());
-    }
-    for (name, value) in extra {
-        put_header(dst, name.as_str().as_bytes(), value.as_bytes());
-    }
-    dst.put_slice(b"\r\n");
-}
-
-/// Writes an error response with a plain-text body; every error response says
-/// which WebSocket version the server speaks (RFC 6455 §4.4).
-pub fn write_error_response(dst: &mut BytesMut, status: StatusCode, headers: &HeaderMap, body: &[u8]) {
-    dst.put_slice(b"HTTP/1.1 ");
-    dst.put_slice(status.as_str().as_bytes());
-    dst.put_u8(b' ');
-    dst.put_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
-    dst.put_slice(b"\r\n");
-    for (name, value) in headers {
-        put_header(dst, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
-        dst.put_slice(b"Sec-WebSocket-Version: 13\r\n");
-    }
-    if !headers.contains_key(header::CONTENT_LENGTH) {
-        dst.put_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    dst.put_slice(b"Connection: close\r\n\r\n");
-    dst.put_slice(body);
-}
-
-fn put_header(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
-    dst.put_slice(name);
-    dst.put_slice(b": ");
-    dst.extend(value.iter().map(|&b| if b < 0x20 || b == 0x7f { b' ' } else { b }));
-    dst.put_slice(b"\r\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -395,55 +303,5 @@ mod tests {
             let mut extra = headers(&bad);
             assert!(take_response_subprotocol(&mut extra, &request).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn parse_request_waits_for_the_whole_head_and_reports_its_length() {
-        let raw = format!("GET /chat?x=1 HTTP/1.1\r\nHost: h\r\nSec-WebSocket-Key: {KEY}\r\n\r\nEXTRA");
-        for cut in 0..raw.len() - 5 {
-            assert!(parse_request(&raw.as_bytes()[..cut], 16).unwrap().is_none(), "cut {cut}");
-        }
-        let parsed = parse_request(raw.as_bytes(), 16).unwrap().unwrap();
-        assert_eq!(parsed.head_len, raw.len() - 5);
-        assert_eq!(parsed.request.uri().path(), "/chat");
-        assert_eq!(parsed.request.uri().query(), Some("x=1"));
-        assert_eq!(parsed.request.headers()[header::HOST], "h");
-    }
-
-    #[test]
-    fn parse_request_bounds_headers_and_rejects_garbage() {
-        let many: String = (0..20).map(|i| format!("X-{i}: v\r\n")).collect();
-        let raw = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(parse_request(raw.as_bytes(), 8).unwrap_err().status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-        assert_eq!(parse_request(b"\x16\x03\x01garbage\r\n\r\n", 8).unwrap_err().status, StatusCode::BAD_REQUEST);
-    }
-
-    #[test]
-    fn responses_are_well_formed_and_cannot_be_split() {
-        let mut out = BytesMut::new();
-        let extra = headers(&[("Set-Cookie", "a=b")]);
-        write_switching_response(&mut out, "abc=", Some("chat"), &extra);
-        let text = std::str::from_utf8(&out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
-        assert!(text.contains("Sec-WebSocket-Accept: abc=\r\n"));
-        assert!(text.contains("Sec-WebSocket-Protocol: chat\r\n"));
-        assert!(text.contains("set-cookie: a=b\r\n"));
-        assert!(text.ends_with("\r\n\r\n"));
-
-        // Called directly with strings that would split a header: each stays on its line.
-        let mut out = BytesMut::new();
-        write_switching_response(&mut out, "abc=\r\nX-A: 1", Some("chat\r\nX-B: 2"), &HeaderMap::new());
-        let text = std::str::from_utf8(&out).unwrap();
-        assert_eq!(text.matches("\r\n").count(), 6, "{text:?}");
-        assert!(text.contains("Sec-WebSocket-Accept: abc=  X-A: 1\r\n"), "{text:?}");
-        assert!(text.contains("Sec-WebSocket-Protocol: chat  X-B: 2\r\n"), "{text:?}");
-
-        let mut out = BytesMut::new();
-        write_error_response(&mut out, StatusCode::FORBIDDEN, &HeaderMap::new(), b"no");
-        let text = std::str::from_utf8(&out).unwrap();
-        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
-        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
-        assert!(text.contains("Content-Length: 2\r\n"));
-        assert!(text.ends_with("\r\n\r\nno"));
     }
 }

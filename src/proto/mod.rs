@@ -10,7 +10,9 @@
 //! - [`connection`]: one endpoint as a state machine, built on the rest.
 //! - [`decoder`]: the read side, a validating state machine.
 //! - [`encoder`]: the write side.
-//! - [`handshake`]: the server side of the opening handshake.
+//! - [`head`]: an HTTP/1.1 head read from bytes as they arrive.
+//! - [`handshake`]: the rules of the opening handshake (keys, tokens, origin).
+//! - [`server_handshake`]: the server side of the opening handshake.
 //! - [`client_handshake`]: the client side of the opening handshake.
 
 pub mod client_handshake;
@@ -23,11 +25,13 @@ mod error;
 pub mod extensions;
 pub mod frame;
 pub mod handshake;
+pub mod head;
 pub(crate) mod keepalive;
 pub mod mask;
 mod opcode;
 pub(crate) mod outbox;
 pub(crate) mod sender;
+pub mod server_handshake;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};

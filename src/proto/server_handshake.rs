@@ -1,0 +1,341 @@
+//! The server's side of the opening handshake (RFC 6455 §4.2) as a sans-IO
+//! object: request bytes in, a decision and the response bytes out.
+//!
+//! A [`ServerPolicy`] holds what a server accepts (subprotocols, compression,
+//! the origin policy, how a refusal is answered). [`ServerPolicy::answer`]
+//! decides on a request that is already parsed (as hyper hands one over);
+//! a [`ServerHandshake`] reads the request head from raw bytes first, within
+//! [`HeadLimits`], and then decides the same way. Either way the decision is
+//! an [`Accepted`], with the `101` response, or a [`Refusal`], with the
+//! error response; both can be written out as bytes.
+//!
+//! ```
+//! use http::HeaderMap;
+//! use silverback::proto::head::HeadLimits;
+//! use silverback::proto::server_handshake::{ServerHandshake, ServerPolicy, ServerStep};
+//!
+//! let policy = ServerPolicy { subprotocols: vec!["chat".into()], ..ServerPolicy::default() };
+//! let limits = HeadLimits { max_bytes: 4096, max_headers: 32 };
+//! let mut handshake = ServerHandshake::new(&policy, limits, |_| Ok(HeaderMap::new()));
+//! let request = "GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+//!                Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+//!                Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n";
+//! let (first, second) = request.as_bytes().split_at(20);
+//! assert!(matches!(handshake.receive(first), ServerStep::NeedMore));
+//! let ServerStep::Accept(accepted) = handshake.receive(second) else { panic!() };
+//! assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+//! assert!(accepted.response_bytes().starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use super::extensions::{self, DeflateConfig, DeflateParams};
+use super::handshake::{same_origin, select_subprotocol, take_response_subprotocol, validate_request, Rejection};
+use super::head::{HeadError, HeadLimits, HeadReader};
+
+/// Decides whether a request's origin is acceptable.
+pub type CheckOrigin = Arc<dyn Fn(&Request<()>) -> bool + Send + Sync>;
+
+/// Builds the HTTP response for a refused handshake.
+pub type ErrorResponder = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
+
+/// What a server accepts, as plain data and closures.
+#[derive(Clone, Default)]
+pub struct ServerPolicy {
+    /// The subprotocols spoken: the first of the client's list that is also
+    /// in this one is chosen.
+    pub subprotocols: Vec<String>,
+    /// permessage-deflate, when it may be negotiated.
+    pub compression: Option<DeflateConfig>,
+    /// The origin policy; `None` is the same-origin default
+    /// ([`super::handshake::same_origin`]).
+    pub check_origin: Option<CheckOrigin>,
+    /// Builds the response for a refusal; `None` answers with the status,
+    /// `Sec-WebSocket-Version: 13` and the reason as a plain-text body.
+    pub error: Option<ErrorResponder>,
+}
+
+impl fmt::Debug for ServerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerPolicy")
+            .field("subprotocols", &self.subprotocols)
+            .field("compression", &self.compression)
+            .field("custom_check_origin", &self.check_origin.is_some())
+            .field("custom_error", &self.error.is_some())
+            .finish()
+    }
+}
+
+/// An accepted handshake: what was agreed and the `101` response.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The chosen subprotocol.
+    pub protocol: Option<String>,
+    /// The agreed permessage-deflate parameters, when compression is on.
+    pub deflate: Option<DeflateParams>,
+    /// The `101 Switching Protocols` response, with every header to send.
+    pub response: Response<()>,
+    /// Bytes the client sent after its request head (WebSocket frames sent
+    /// early); empty when the request came already parsed.
+    pub early: BytesMut,
+}
+
+impl Accepted {
+    /// The response as the exact bytes to write.
+    pub fn response_bytes(&self) -> BytesMut {
+        let mut out = BytesMut::with_capacity(256);
+        write_head(&mut out, self.response.status(), self.response.headers());
+        out.put_slice(b"\r\n");
+        out
+    }
+}
+
+/// A refused handshake: why, and the error response.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The status and the plain-text reason.
+    pub rejection: Rejection,
+    /// The error response (built by [`ServerPolicy::error`] when set).
+    pub response: Response<Bytes>,
+}
+
+impl Refusal {
+    /// The response as the exact bytes to write. Every error response says
+    /// which WebSocket version the server speaks (RFC 6455 §4.4), has a
+    /// `Content-Length` and ends the connection.
+    pub fn response_bytes(&self) -> BytesMut {
+        let (headers, body) = (self.response.headers(), self.response.body());
+        let mut out = BytesMut::with_capacity(256 + body.len());
+        write_head(&mut out, self.response.status(), headers);
+        if !headers.contains_key(header::SEC_WEBSOCKET_VERSION) {
+            out.put_slice(b"Sec-WebSocket-Version: 13\r\n");
+        }
+        if !headers.contains_key(header::CONTENT_LENGTH) {
+            out.put_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        out.put_slice(b"Connection: close\r\n\r\n");
+        out.put_slice(body);
+        out
+    }
+}
+
+impl ServerPolicy {
+    /// Decides on a parsed request: checks it (RFC 6455 §4.2.1, then the
+    /// origin policy), picks the subprotocol and compression, then asks
+    /// `callback` for extra response headers or a rejection.
+    ///
+    /// The callback's headers may choose the subprotocol with a
+    /// `Sec-WebSocket-Protocol` naming one the client requested; they may
+    /// not hold a header the handshake writes itself (`Upgrade`,
+    /// `Connection`, `Sec-WebSocket-Accept`, `Sec-WebSocket-Extensions`).
+    /// Breaking either rule is refused with 500.
+    // Decided once per connection: the size of the refusal costs nothing.
+    #[allow(clippy::result_large_err)]
+    pub fn answer<F>(&self, request: &Request<()>, callback: F) -> Result<Accepted, Refusal>
+    where
+        F: FnOnce(&Request<()>) -> Result<HeaderMap, Rejection>,
+    {
+        self.decide(request, callback).map_err(|rejection| self.refuse(rejection))
+    }
+
+    fn decide<F>(&self, request: &Request<()>, callback: F) -> Result<Accepted, Rejection>
+    where
+        F: FnOnce(&Request<()>) -> Result<HeaderMap, Rejection>,
+    {
+        let headers = request.headers();
+        let valid = validate_request(request.method(), request.version(), headers)?;
+        let origin_ok = match &self.check_origin {
+            Some(check) => check(request),
+            None => same_origin(headers),
+        };
+        if !origin_ok {
+            return Err(Rejection::new(StatusCode::FORBIDDEN, "request origin not allowed by Upgrader.check_origin"));
+        }
+        let negotiated = self.compression.as_ref().and_then(|ours| {
+            let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
+            extensions::server_negotiate_response(offers.filter_map(|v| v.to_str().ok()), ours)
+        });
+        let mut protocol = select_subprotocol(headers, &self.subprotocols).map(str::to_owned);
+
+        let mut extra = callback(request)?;
+        let internal = |reason: String| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, reason);
+        if extra.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+            return Err(internal("extensions are negotiated by the upgrader, not by response headers".into()));
+        }
+        for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+            if extra.contains_key(&name) {
+                return Err(internal(format!("the handshake writes '{name}' itself; it cannot be a response header")));
+            }
+        }
+        if let Some(chosen) = take_response_subprotocol(&mut extra, headers).map_err(internal)? {
+            protocol = Some(chosen);
+        }
+
+        // The one place the 101 is put together, for raw streams and hyper alike.
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let out = response.headers_mut();
+        out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        out.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(value) = HeaderValue::from_str(&valid.accept) {
+            out.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+        }
+        if let Some(value) = protocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+            out.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        let mut last = None;
+        for (name, value) in extra {
+            // `None` repeats the previous name (a header given more than once).
+            if let Some(name) = name {
+                last = Some(name);
+            }
+            if let Some(name) = &last {
+                out.append(name, value);
+            }
+        }
+        let (deflate, extensions) = negotiated.map_or((None, None), |(params, header)| (Some(params), Some(header)));
+        if let Some(value) = extensions.and_then(|value| HeaderValue::from_str(&value).ok()) {
+            out.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+        Ok(Accepted { protocol, deflate, response, early: BytesMut::new() })
+    }
+
+    /// The refusal for `rejection`, with its response.
+    pub fn refuse(&self, rejection: Rejection) -> Refusal {
+        let response = match &self.error {
+            Some(responder) => responder(&rejection),
+            None => {
+                let mut response = Response::new(Bytes::from(format!("{}\n", rejection.reason)));
+                *response.status_mut() = rejection.status;
+                let headers = response.headers_mut();
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                if rejection.status == StatusCode::UPGRADE_REQUIRED {
+                    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                }
+                response
+            }
+        };
+        Refusal { rejection, response }
+    }
+}
+
+/// What feeding bytes to a [`ServerHandshake`] gave.
+#[derive(Debug)]
+pub enum ServerStep {
+    /// The request head is not complete yet: feed more.
+    NeedMore,
+    /// Accepted: write [`Accepted::response_bytes`], then speak WebSocket.
+    Accept(Accepted),
+    /// Refused: write [`Refusal::response_bytes`] and close.
+    Reject(Refusal),
+}
+
+/// The server's opening handshake on raw bytes (see the [module docs](self)).
+///
+/// `F` is the per-request callback of [`ServerPolicy::answer`]; it runs once,
+/// on a request that passed the checks.
+pub struct ServerHandshake<'p, F> {
+    policy: &'p ServerPolicy,
+    head: HeadReader,
+    /// `None` once the handshake is decided.
+    callback: Option<F>,
+}
+
+impl<F> fmt::Debug for ServerHandshake<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandshake")
+            .field("policy", self.policy)
+            .field("head", &self.head)
+            .field("decided", &self.callback.is_none())
+            .finish()
+    }
+}
+
+impl<'p, F> ServerHandshake<'p, F>
+where
+    F: FnOnce(&Request<()>) -> Result<HeaderMap, Rejection>,
+{
+    /// A handshake that reads a request head within `limits` and answers it
+    /// by `policy` and `callback`.
+    pub fn new(policy: &'p ServerPolicy, limits: HeadLimits, callback: F) -> Self {
+        ServerHandshake { policy, head: HeadReader::new(limits), callback: Some(callback) }
+    }
+
+    /// How many more bytes the request head may take (0 once decided): a
+    /// driver that reads no more than this takes nothing past the bound off
+    /// its stream.
+    pub fn room(&self) -> usize {
+        if self.callback.is_some() {
+            self.head.room()
+        } else {
+            0
+        }
+    }
+
+    /// Takes the next bytes from the client. A head too large or with too
+    /// many headers is refused with 431, one that is not HTTP with 400; bytes
+    /// after the head are kept as [`Accepted::early`]. Once decided, the
+    /// handshake refuses any further bytes with 500.
+    pub fn receive(&mut self, data: &[u8]) -> ServerStep {
+        let Some(callback) = self.callback.take() else {
+            let rejection = Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "the handshake is already decided");
+            return ServerStep::Reject(self.policy.refuse(rejection));
+        };
+        let too_large = |reason: &str| Rejection::new(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, reason);
+        let rejection = match self.head.receive_request(data) {
+            Ok(None) => {
+                self.callback = Some(callback);
+                return ServerStep::NeedMore;
+            }
+            Ok(Some(head)) => {
+                return match self.policy.answer(&head.message, callback) {
+                    Ok(accepted) => ServerStep::Accept(Accepted { early: head.rest, ..accepted }),
+                    Err(refusal) => ServerStep::Reject(refusal),
+                }
+            }
+            Err(HeadError::TooLarge) => too_large("request head too large"),
+            Err(HeadError::TooManyHeaders) => too_large("too many request headers"),
+            Err(HeadError::Malformed(reason)) => Rejection::new(StatusCode::BAD_REQUEST, reason),
+        };
+        ServerStep::Reject(self.policy.refuse(rejection))
+    }
+}
+
+/// Writes a status line and headers (without the blank line that ends the
+/// head). The WebSocket headers get their usual spelling; control characters
+/// in values become spaces, so that no value can end its line.
+fn write_head(dst: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
+    dst.put_slice(b"\r\n");
+    for (name, value) in headers {
+        dst.put_slice(spelling(name).as_bytes());
+        dst.put_slice(b": ");
+        dst.extend(value.as_bytes().iter().map(|&b| if b < 0x20 || b == 0x7f { b' ' } else { b }));
+        dst.put_slice(b"\r\n");
+    }
+}
+
+fn spelling(name: &HeaderName) -> &str {
+    const USUAL: [(HeaderName, &str); 6] = [
+        (header::UPGRADE, "Upgrade"),
+        (header::CONNECTION, "Connection"),
+        (header::SEC_WEBSOCKET_ACCEPT, "Sec-WebSocket-Accept"),
+        (header::SEC_WEBSOCKET_PROTOCOL, "Sec-WebSocket-Protocol"),
+        (header::SEC_WEBSOCKET_EXTENSIONS, "Sec-WebSocket-Extensions"),
+        (header::SEC_WEBSOCKET_VERSION, "Sec-WebSocket-Version"),
+    ];
+    USUAL.iter().find(|(usual, _)| usual == name).map_or(name.as_str(), |(_, spelled)| *spelled)
+}
+
+#[cfg(test)]
+#[path = "server_handshake_tests.rs"]
+mod tests;
