@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs the Autobahn TestSuite (through kosoku) in both directions and checks
-# every case against the results recorded under conformance/:
-#   server mode: kosoku's fuzzing client drives examples/echo_server;
-#   client mode: examples/autobahn_client drives kosoku's fuzzing server.
+# Runs the Autobahn TestSuite (through kosoku) in both directions, for the
+# async API and for the blocking one, and checks every case against the
+# results recorded under conformance/:
+#   server mode: kosoku's fuzzing client drives examples/echo_server
+#                (and examples/blocking_echo_server);
+#   client mode: examples/autobahn_client (and blocking_autobahn_client)
+#                drives kosoku's fuzzing server.
 #
 #   scripts/conformance.sh            # check
 #   scripts/conformance.sh --update   # record the current results as expected
@@ -16,10 +19,14 @@ if [ ! -x "$venv/bin/kosoku" ]; then
 fi
 kosoku="$venv/bin/kosoku"
 
-cargo build --quiet --release --example echo_server --example autobahn_client
+SERVERS=(echo_server blocking_echo_server)
+CLIENTS=(autobahn_client)
+examples=()
+for name in "${SERVERS[@]}" "${CLIENTS[@]}"; do examples+=(--example "$name"); done
+cargo build --quiet --release --features blocking "${examples[@]}"
 out=target/autobahn
 rm -rf "$out"
-mkdir -p "$out/server" "$out/client"
+mkdir -p "$out"
 
 wait_for_port() {
   for _ in $(seq 100); do
@@ -34,24 +41,42 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 
 status=0
+port="${AUTOBAHN_PORT:-9001}"
 
-server_port="${AUTOBAHN_SERVER_PORT:-9001}"
-./target/release/examples/echo_server "127.0.0.1:$server_port" >"$out/echo_server.log" 2>&1 &
-pids+=($!)
-wait_for_port "$server_port"
-timeout 1200 "$kosoku" -m fuzzingclient -o "$out/server" "127.0.0.1:$server_port" \
-  >"$out/kosoku-fuzzingclient.log" 2>&1 || tail -20 "$out/kosoku-fuzzingclient.log"
-python3 conformance/check.py "$out/server" conformance/autobahn-server.json "$@" || status=1
+# server_mode NAME EXPECTED: kosoku's fuzzing client against examples/NAME.
+server_mode() {
+  local name=$1 expected=$2 dir="$out/$1"
+  mkdir -p "$dir"
+  ./target/release/examples/"$name" "127.0.0.1:$port" >"$dir/server.log" 2>&1 &
+  local server=$!
+  pids+=($server)
+  wait_for_port "$port"
+  timeout 1200 "$kosoku" -m fuzzingclient -o "$dir" "127.0.0.1:$port" >"$dir/kosoku.log" 2>&1 \
+    || tail -20 "$dir/kosoku.log"
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  python3 conformance/check.py "$dir" "$expected" "${check_args[@]}" || status=1
+  port=$((port + 1))
+}
 
-client_port="${AUTOBAHN_CLIENT_PORT:-9002}"
-timeout 1200 "$kosoku" -m fuzzingserver -o "$out/client" "127.0.0.1:$client_port" \
-  >"$out/kosoku-fuzzingserver.log" 2>&1 &
-fuzzingserver=$!
-pids+=($fuzzingserver)
-wait_for_port "$client_port"
-timeout 1200 ./target/release/examples/autobahn_client "ws://127.0.0.1:$client_port" >"$out/autobahn_client.log" 2>&1 \
-  || { echo "autobahn_client failed:"; tail -20 "$out/autobahn_client.log"; }
-wait "$fuzzingserver" || true
-python3 conformance/check.py "$out/client" conformance/autobahn-client.json "$@" || status=1
+# client_mode NAME EXPECTED: examples/NAME against kosoku's fuzzing server.
+client_mode() {
+  local name=$1 expected=$2 dir="$out/$1"
+  mkdir -p "$dir"
+  timeout 1200 "$kosoku" -m fuzzingserver -o "$dir" "127.0.0.1:$port" >"$dir/kosoku.log" 2>&1 &
+  local fuzzingserver=$!
+  pids+=($fuzzingserver)
+  wait_for_port "$port"
+  timeout 1200 ./target/release/examples/"$name" "ws://127.0.0.1:$port" >"$dir/client.log" 2>&1 \
+    || { echo "$name failed:"; tail -20 "$dir/client.log"; }
+  wait "$fuzzingserver" || true
+  python3 conformance/check.py "$dir" "$expected" "${check_args[@]}" || status=1
+  port=$((port + 1))
+}
+
+check_args=("$@")
+server_mode echo_server conformance/autobahn-server.json
+server_mode blocking_echo_server conformance/autobahn-blocking-server.json
+client_mode autobahn_client conformance/autobahn-client.json
 
 exit $status

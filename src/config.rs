@@ -100,7 +100,6 @@ impl fmt::Debug for Config {
 
 /// The builder methods for per-connection settings, shared by
 /// [`crate::Upgrader`] and [`crate::Dialer`] (each keeps a `config: Config`).
-#[cfg_attr(not(feature = "tokio"), allow(unused_macros))]
 macro_rules! connection_options {
     () => {
         /// Bytes read per system call, at least (0 restores the default
@@ -183,5 +182,4 @@ macro_rules! connection_options {
     };
 }
 
-#[cfg(feature = "tokio")]
 pub(crate) use connection_options;

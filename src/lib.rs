@@ -124,7 +124,6 @@ mod message;
 mod pool;
 mod prepared;
 pub mod proto;
-#[cfg(feature = "tokio")]
 pub mod upgrade;
 
 pub use config::{
@@ -147,7 +146,6 @@ pub use prepared::PreparedMessage;
 pub use proto::extensions::{DeflateConfig, DeflateParams};
 pub use proto::handshake::{is_websocket_upgrade, Rejection};
 pub use proto::{CloseCode, CloseFrame, Role};
-#[cfg(feature = "tokio")]
 pub use upgrade::Upgrader;
 #[cfg(feature = "hyper")]
 pub use upgrade::{Rejected, UpgradedStream, Upgrading};

@@ -12,17 +12,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(feature = "tokio")]
 use http::header::HeaderMap;
 use http::{Request, Response};
+#[cfg(feature = "tokio")]
 use tokio::io::AsyncWriteExt;
 
-use crate::conn::{Config, Conn, Stream};
-use crate::error::{Error, Result};
+use crate::config::Config;
+#[cfg(feature = "tokio")]
+use crate::conn::{Conn, Stream};
+use crate::error::Error;
+#[cfg(feature = "tokio")]
+use crate::error::Result;
+#[cfg(feature = "tokio")]
 use crate::handshake_io::read_head;
 use crate::proto::extensions::DeflateConfig;
 use crate::proto::handshake::Rejection;
 use crate::proto::head::HeadLimits;
-use crate::proto::server_handshake::{Accepted, Refusal, ServerHandshake, ServerPolicy};
+#[cfg(feature = "tokio")]
+use crate::proto::server_handshake::ServerHandshake;
+use crate::proto::server_handshake::{Accepted, Refusal, ServerPolicy};
+#[cfg(feature = "tokio")]
 use crate::proto::Role;
 
 pub use crate::proto::server_handshake::{CheckOrigin, ErrorResponder};
@@ -193,6 +203,35 @@ impl Upgrader {
         self
     }
 
+    /// The server's handshake rules, for the blocking accept.
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
+    pub(crate) fn policy(&self) -> &ServerPolicy {
+        &self.options.policy
+    }
+
+    /// The bounds on the request head.
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
+    pub(crate) fn head_limits(&self) -> HeadLimits {
+        HeadLimits { max_bytes: self.options.max_request_bytes, max_headers: self.options.max_headers }
+    }
+
+    /// How long an accept may take.
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
+    pub(crate) fn accept_timeout(&self) -> Option<Duration> {
+        self.options.handshake_timeout
+    }
+
+    /// The settings of a connection accepted with `accepted`.
+    #[cfg_attr(not(feature = "blocking"), allow(dead_code))]
+    pub(crate) fn config_for(&self, accepted: &Accepted) -> Config {
+        let mut config = self.options.config.clone();
+        config.deflate = accepted.deflate;
+        config
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Upgrader {
     /// Reads the opening handshake from `stream`, answers it, and returns the
     /// connection. A bad request is answered with 400, 403, 405, 426 or 431 and
     /// a plain-text reason, then the stream is shut down and
@@ -272,14 +311,13 @@ impl Upgrader {
 
     /// The connection over `stream` once `accepted` is answered.
     fn conn<S: Stream>(&self, stream: S, accepted: Accepted) -> Conn<S> {
-        let mut config = self.options.config.clone();
-        config.deflate = accepted.deflate;
+        let config = self.config_for(&accepted);
         Conn::from_raw(stream, Role::Server, config, accepted.protocol, accepted.early)
     }
 }
 
 /// The error a refused handshake fails with.
-fn handshake_error(refusal: Refusal) -> Error {
+pub(crate) fn handshake_error(refusal: Refusal) -> Error {
     Error::Handshake { status: refusal.rejection.status, reason: refusal.rejection.reason }
 }
 

@@ -7,42 +7,21 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use silverback::blocking::Conn;
-use silverback::proto::handshake::accept_key;
-use silverback::{CloseCode, CloseFrame, Config, Error, MessageType, Role};
+use silverback::blocking::{self, Conn};
+use silverback::{CloseCode, CloseFrame, Error, MessageType, Upgrader};
 use tungstenite::Message as WsMessage;
 
-/// Accepts one connection, answers its opening handshake by hand and runs
-/// `serve` on the blocking connection in a thread; returns the URL and the thread.
+/// Accepts one connection with `upgrader` and runs `serve` on the blocking
+/// connection in a thread; returns the URL and the thread.
 fn serve<T: Send + 'static>(
-    config: Config,
+    upgrader: Upgrader,
     serve: impl FnOnce(Conn<TcpStream>) -> T + Send + 'static,
 ) -> (String, thread::JoinHandle<T>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
-        let key = head
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix("Sec-WebSocket-Key: ").or_else(|| line.strip_prefix("sec-websocket-key: "))
-            })
-            .expect("a key")
-            .trim()
-            .to_string();
-        let response = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            accept_key(key.as_bytes())
-        );
-        stream.write_all(response.as_bytes()).unwrap();
-        serve(Conn::from_raw(stream, Role::Server, config, None, &[]))
+        let (stream, _) = listener.accept().unwrap();
+        serve(blocking::accept(&upgrader, stream).expect("handshake"))
     });
     (url, server)
 }
@@ -72,7 +51,7 @@ fn echo(mut conn: Conn<TcpStream>) -> Error {
 
 #[test]
 fn messages_of_every_size_are_echoed() {
-    let (url, server) = serve(Config::default(), echo);
+    let (url, server) = serve(Upgrader::new(), echo);
     let mut ws = peer(&url);
     let sizes = [0usize, 1, 125, 126, 65_535, 65_536, 300_000];
     for &size in &sizes {
@@ -90,9 +69,7 @@ fn messages_of_every_size_are_echoed() {
 
 #[test]
 fn pings_are_answered_and_streamed_messages_cross_in_fragments() {
-    let mut config = Config::default();
-    config.write_buffer_size = 1000;
-    let (url, server) = serve(config, |mut conn| {
+    let (url, server) = serve(Upgrader::new().write_buffer_size(1000), |mut conn| {
         let (kind, mut reader) = conn.next_reader().unwrap();
         let mut data = Vec::new();
         reader.read_to_end(&mut data).unwrap();
@@ -116,7 +93,7 @@ fn pings_are_answered_and_streamed_messages_cross_in_fragments() {
 
 #[test]
 fn the_server_runs_the_close_handshake() {
-    let (url, server) = serve(Config::default(), |mut conn| {
+    let (url, server) = serve(Upgrader::new(), |mut conn| {
         conn.write_text("before").unwrap();
         let closed = conn.close(CloseFrame::new(CloseCode::GOING_AWAY, "restart"));
         let after = conn.write_text("after");
@@ -139,7 +116,7 @@ fn the_server_runs_the_close_handshake() {
 
 #[test]
 fn a_read_deadline_ends_a_quiet_read() {
-    let (url, server) = serve(Config::default(), |mut conn| {
+    let (url, server) = serve(Upgrader::new(), |mut conn| {
         conn.set_read_deadline(Some(Instant::now() + Duration::from_millis(150)));
         let start = Instant::now();
         let result = conn.read_message();
@@ -153,10 +130,9 @@ fn a_read_deadline_ends_a_quiet_read() {
 
 #[test]
 fn keepalive_pings_while_reading_and_ends_a_peer_that_does_not_answer() {
-    let mut config = Config::default();
-    config.ping_interval = Some(Duration::from_millis(50));
-    config.pong_timeout = Duration::from_millis(200);
-    let (url, server) = serve(config, |mut conn| {
+    let upgrader =
+        Upgrader::new().ping_interval(Some(Duration::from_millis(50))).pong_timeout(Duration::from_millis(200));
+    let (url, server) = serve(upgrader, |mut conn| {
         let start = Instant::now();
         (conn.read_message(), start.elapsed())
     });
@@ -176,7 +152,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 
 #[test]
 fn a_protocol_violation_is_answered_with_its_close_code() {
-    let (url, server) = serve(Config::default(), |mut conn| conn.read_message());
+    let (url, server) = serve(Upgrader::new(), |mut conn| conn.read_message());
     let mut raw = TcpStream::connect(url.trim_start_matches("ws://").trim_end_matches('/')).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     raw.write_all(
@@ -196,11 +172,71 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
 
 #[test]
 fn writes_after_close_now_fail() {
-    let (url, server) = serve(Config::default(), |mut conn| {
+    let (url, server) = serve(Upgrader::new(), |mut conn| {
         conn.close_now();
         conn.write_message(MessageType::Text, "x")
     });
     let mut ws = peer(&url);
     assert!(ws.read().is_err());
     assert!(server.join().unwrap().is_err());
+}
+
+#[test]
+fn accept_refuses_a_cross_origin_request_and_agrees_on_a_subprotocol() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upgrader = Upgrader::new().subprotocols(["chat", "superchat"]).enable_compression(true);
+    let server = thread::spawn(move || {
+        let mut results = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            results.push(
+                blocking::accept(&upgrader, stream)
+                    .map(|conn| (conn.subprotocol().map(str::to_owned), conn.compression_negotiated())),
+            );
+        }
+        results
+    });
+    let exchange = |extra: &str| {
+        let mut raw = TcpStream::connect(addr).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        );
+        raw.write_all(request.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && raw.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    };
+    let refused = exchange("Origin: http://evil.example\r\n");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let accepted =
+        exchange("Sec-WebSocket-Protocol: superchat, chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n");
+    assert!(accepted.starts_with("HTTP/1.1 101"), "{accepted}");
+    assert!(accepted.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{accepted}");
+    assert!(accepted.contains("Sec-WebSocket-Protocol: superchat"), "{accepted}");
+    let results = server.join().unwrap();
+    assert!(matches!(&results[0], Err(Error::Handshake { status, .. }) if status.as_u16() == 403), "{:?}", results[0]);
+    assert_eq!(results[1].as_ref().unwrap(), &(Some("superchat".to_owned()), true));
+}
+
+#[test]
+fn accept_gives_up_on_a_client_that_never_finishes_its_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upgrader = Upgrader::new().handshake_timeout(Some(Duration::from_millis(200)));
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let start = Instant::now();
+        (blocking::accept(&upgrader, stream).map(|_| ()), start.elapsed())
+    });
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let (result, elapsed) = server.join().unwrap();
+    assert!(matches!(result, Err(Error::Timeout)), "{result:?}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }

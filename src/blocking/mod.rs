@@ -11,5 +11,8 @@
 //! and hands each connection to a thread of its own.
 
 mod conn;
+mod upgrade;
 
+pub use crate::upgrade::Upgrader;
 pub use conn::{Conn, MessageReader, MessageWriter, Transport};
+pub use upgrade::{accept, accept_with};

@@ -280,6 +280,7 @@ impl Connection {
             return Err(e);
         }
         let key = self.mask_key();
+        self.hand_controls();
         let (rsv, payload) = self.sender.message(data);
         let make = || BytesMut::with_capacity(payload.len() + 14);
         self.outbox.append(make, |buf| encode_frame(buf, opcode, true, rsv, key, payload));
@@ -301,6 +302,7 @@ impl Connection {
         }
         let payload = message.compressed(window_bits, level);
         let key = self.mask_key();
+        self.hand_controls();
         let make = || BytesMut::with_capacity(payload.len() + 14);
         self.outbox.append(make, |buf| encode_frame(buf, opcode, true, RSV1, key, &payload));
         self.sender.prepared_sent();
@@ -339,7 +341,19 @@ impl Connection {
 
     fn queue_control(&mut self, origin: Origin, opcode: OpCode, payload: &[u8]) -> Result<()> {
         let frame = control_frame(opcode, payload, self.mask_key());
-        self.outbox.queue_control(origin, opcode == OpCode::Close, frame).map(|_| ())
+        self.outbox.queue_control(origin, opcode == OpCode::Close, frame)?;
+        // Into the buffer at once while it has room: a control frame waits
+        // (and a pong may be replaced by a later one) only while the peer
+        // does not take what was sent before it.
+        self.hand_controls();
+        Ok(())
+    }
+
+    /// Moves waiting control frames into the buffer, between whole frames,
+    /// while it holds less than the write buffer size.
+    fn hand_controls(&mut self) {
+        let room = self.write_buffer_size;
+        self.outbox.hand_controls(room, || BytesMut::with_capacity(room));
     }
 
     fn mask_key(&mut self) -> Option<[u8; 4]> {
@@ -394,6 +408,8 @@ impl Connection {
             return Err(e);
         }
         let (opcode, rsv) = fragments.next();
+        let room = self.write_buffer_size;
+        self.outbox.hand_controls(room, || BytesMut::with_capacity(room));
         let make = || BytesMut::with_capacity(buf.len() + 14);
         self.outbox.append(make, |out| encode_frame(out, opcode, fin, rsv, key, buf));
         fragments.queued(fin);
@@ -404,8 +420,7 @@ impl Connection {
     /// The bytes to write next (control frames join as room frees up); call
     /// [`Connection::sent`] with how many were written.
     pub fn data_to_send(&mut self) -> &[u8] {
-        let room = self.write_buffer_size;
-        self.outbox.hand_controls(room, || BytesMut::with_capacity(room));
+        self.hand_controls();
         self.outbox.buf.as_deref().unwrap_or_default()
     }
 
