@@ -317,6 +317,7 @@ impl Upgrader {
 }
 
 /// The error a refused handshake fails with.
+#[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
 pub(crate) fn handshake_error(refusal: Refusal) -> Error {
     Error::Handshake { status: refusal.rejection.status, reason: refusal.rejection.reason }
 }

@@ -65,7 +65,7 @@ pub struct RequestParts<'a> {
 /// Checks subprotocol names for a request: each an RFC 7230 token (so it
 /// can neither break the header nor be confused with the list's commas and
 /// spaces), none repeated (RFC 6455 §4.1).
-pub fn check_subprotocols(protocols: &[String]) -> Result<(), String> {
+pub(crate) fn check_subprotocols(protocols: &[String]) -> Result<(), String> {
     for (i, protocol) in protocols.iter().enumerate() {
         if !is_token(protocol) {
             return Err(format!(
@@ -82,7 +82,7 @@ pub fn check_subprotocols(protocols: &[String]) -> Result<(), String> {
 
 /// Checks a `Host` value: a host, with an optional port, and nothing else
 /// (no user information, path, space or control character).
-pub fn check_host(host: &str) -> Result<(), String> {
+pub(crate) fn check_host(host: &str) -> Result<(), String> {
     // RFC 3986 §3.2.2–3.2.3: `[IPv6]`, or a name or IPv4 address, then
     // optionally `:port`.
     let is_name_byte = |b: u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
@@ -176,6 +176,7 @@ fn write_request(dst: &mut BytesMut, parts: &RequestParts<'_>) -> Result<(), Str
 
 /// Checks a `101` response against the request (RFC 6455 §4.1, items 1–6 of
 /// the client's validation) and returns the subprotocol the server chose.
+#[doc(hidden)]
 pub fn validate_response<B>(response: &Response<B>, key: &str, offered: &[String]) -> Result<Option<String>, String> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let mut reason = format!("expected status 101, got {}", response.status());
@@ -280,9 +281,10 @@ pub enum ClientError {
 }
 
 impl ClientHandshake {
-    /// Checks every part of the request (see [`check_subprotocols`] and
-    /// [`check_host`]; the resource must be a path and query of visible
-    /// ASCII; header values may hold no control character but tab; `headers`
+    /// Checks every part of the request (subprotocols must be distinct
+    /// RFC 7230 tokens; the host a host name, an IPv4 address or a bracketed
+    /// IPv6 one, with an optional port; the resource must be a path and query
+    /// of visible ASCII; header values may hold no control character but tab; `headers`
     /// may not hold `Host` or a header the handshake writes itself) and
     /// writes it. The response head will be read within `limits`.
     pub fn new(parts: &RequestParts<'_>, limits: HeadLimits) -> Result<Self, String> {

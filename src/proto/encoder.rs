@@ -9,8 +9,12 @@ use super::frame::FrameHeader;
 use super::mask::apply_mask;
 use super::OpCode;
 
+/// Test support (for the benchmarks and property tests), not part of the
+/// API: a connection encodes its frames through [`super::Connection`].
+///
 /// Appends one whole frame to `dst`: the header, then `payload`, masked with
 /// `mask` when one is given (client frames, RFC 6455 §5.3).
+#[doc(hidden)]
 pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
     let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
     dst.reserve(header.encoded_len() + payload.len());
@@ -24,7 +28,15 @@ pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask
 
 /// Appends only a frame header to `dst`, for a payload that is sent separately
 /// (a vectored write of a large unmasked payload).
-pub fn encode_header(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload_len: u64) {
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+pub(crate) fn encode_header(
+    dst: &mut BytesMut,
+    opcode: OpCode,
+    fin: bool,
+    rsv: u8,
+    mask: Option<[u8; 4]>,
+    payload_len: u64,
+) {
     FrameHeader { fin, rsv, opcode, mask, payload_len }.encode(dst);
 }
 

@@ -24,6 +24,7 @@ pub(crate) fn is_token(s: &str) -> bool {
 /// Parses a header value into its extensions. An element that breaks the
 /// grammar yields `Err` for that element only, so that a caller can skip it
 /// and still consider the others.
+#[doc(hidden)]
 pub fn parse(header: &str) -> Vec<Result<Extension, String>> {
     split_outside_quotes(header, ',')
         .into_iter()
@@ -311,6 +312,7 @@ pub fn client_offers(ours: &DeflateConfig) -> String {
 /// Client side: checks the server's response against what was offered (RFC
 /// 7692 §7.1: only offered values, never a larger window than asked for) and
 /// returns the agreed parameters.
+#[doc(hidden)]
 pub fn client_accept(header: &str, ours: &DeflateConfig) -> Result<DeflateParams, String> {
     let mut extensions = parse(header).into_iter();
     let ext = match (extensions.next(), extensions.next()) {

@@ -28,6 +28,7 @@ pub struct HeadLimits {
 
 /// Why a head could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HeadError {
     /// More than [`HeadLimits::max_bytes`] arrived without the head ending.
     TooLarge,

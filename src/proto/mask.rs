@@ -45,6 +45,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
 
 /// The plain byte-at-a-time definition, kept as the reference the fast loop is
 /// tested and benchmarked against.
+#[doc(hidden)]
 pub fn apply_mask_bytewise(data: &mut [u8], key: [u8; 4], offset: usize) -> usize {
     for (i, byte) in data.iter_mut().enumerate() {
         *byte ^= key[offset.wrapping_add(i) & 3];

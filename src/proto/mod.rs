@@ -37,7 +37,6 @@ pub mod utf8;
 pub use close::{CloseCode, CloseFrame};
 pub use connection::Connection;
 pub use decoder::{Decoder, Event};
-pub use encoder::encode_frame;
 pub use error::ProtocolError;
 pub use frame::FrameHeader;
 pub use opcode::OpCode;

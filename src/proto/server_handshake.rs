@@ -227,6 +227,7 @@ impl ServerPolicy {
 
 /// What feeding bytes to a [`ServerHandshake`] gave.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ServerStep {
     /// The request head is not complete yet: feed more.
     NeedMore,
