@@ -161,6 +161,7 @@ impl<S: Stream> ReadHalf<S> {
 
     /// A message handed to the application, copied out of a read buffer
     /// much larger than itself (see [`PIN_LIMIT`]).
+    #[inline]
     fn message(&self, kind: MessageType, data: BytesMut) -> Message {
         let data = if self.buf_alloc > PIN_LIMIT && data.len() < self.buf_alloc / 4 {
             Bytes::copy_from_slice(&data)

@@ -325,13 +325,15 @@ impl<S: Stream> Shared<S> {
     /// with [`Queued::NoRoom`]; `force` is for a caller that just waited for
     /// room and has committed to the frame (compressed it).
     pub(crate) fn queue_frame(&self, frame: Frame<'_>, mode: Mode, force: bool) -> Result<Queued> {
-        self.with_outbox(|outbox, cx| {
-            if let Some(e) = outbox.refusal() {
-                return Err(e);
+        // The hot path: the step under the lock returns a small value, and
+        // the error (rare, and large) is made after it.
+        let queued = self.with_outbox(|outbox, cx| {
+            if !outbox.is_open() {
+                return None;
             }
             let len = frame.payload.len();
             if !force && !self.has_room(outbox, mode, len) {
-                return Ok(Queued::NoRoom);
+                return Some(Queued::NoRoom);
             }
             let limit = self.limit();
             outbox.hand_controls(limit, || self.new_write_buffer());
@@ -346,14 +348,18 @@ impl<S: Stream> Shared<S> {
                 )
             };
             if !write {
-                return Ok(Queued::Done);
+                return Some(Queued::Done);
             }
             let _ = self.pump(outbox, cx);
-            if let Some(e) = outbox.failure() {
-                return Err(e);
+            if outbox.has_failed() {
+                return None;
             }
-            Ok(if outbox.is_flushed(end) { Queued::Done } else { Queued::Waiting(end) })
-        })
+            Some(if outbox.is_flushed(end) { Queued::Done } else { Queued::Waiting(end) })
+        });
+        match queued {
+            Some(queued) => Ok(queued),
+            None => Err(self.refusal().unwrap_or(Error::CloseSent)),
+        }
     }
 
     /// Queues a large frame, writing as much of it as the stream takes

@@ -73,7 +73,27 @@ pub(crate) struct Outbox {
 impl Outbox {
     /// The error a new frame would fail with, if any: after a close
     /// nothing more may be sent.
+    #[inline]
     pub(crate) fn refusal(&self) -> Option<Error> {
+        if self.is_open() {
+            return None;
+        }
+        self.refusal_error()
+    }
+
+    /// The write side failed or was shut down.
+    #[inline]
+    pub(crate) fn has_failed(&self) -> bool {
+        self.error.is_some() || self.shut_down
+    }
+
+    /// Nothing stops a new frame: no failure, no close, no shutdown.
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        self.error.is_none() && !self.close_queued && !self.shut_down
+    }
+
+    fn refusal_error(&self) -> Option<Error> {
         if let Some(e) = &self.error {
             return Some(e.replay());
         }
@@ -101,6 +121,7 @@ impl Outbox {
     }
 
     /// Bytes waiting in the buffer.
+    #[inline]
     pub(crate) fn buffered(&self) -> usize {
         self.buf.as_ref().map_or(0, BytesMut::len)
     }
@@ -224,7 +245,14 @@ impl Outbox {
 
     /// Moves waiting control frames into the buffer while it holds less than
     /// `room` bytes. Called only between whole frames.
+    #[inline]
     pub(crate) fn hand_controls(&mut self, room: usize, make: impl Fn() -> BytesMut) {
+        if !self.controls.is_empty() {
+            self.hand_waiting_controls(room, make);
+        }
+    }
+
+    fn hand_waiting_controls(&mut self, room: usize, make: impl Fn() -> BytesMut) {
         while self.buffered() < room {
             let Some(control) = self.controls.pop_front() else { break };
             if self.reader_pong == Some(control.id) {
