@@ -46,9 +46,10 @@ pub enum Error {
     CloseSent,
     /// A read or write deadline passed.
     Timeout,
-    /// The opening handshake failed; the HTTP status that was (or would be)
-    /// answered is kept.
-    Handshake {
+    /// This server refused a client's opening handshake (a bad request, a
+    /// foreign origin, a callback's rejection); the HTTP status it answered
+    /// with is kept. The client-side counterpart is [`Error::BadResponse`].
+    RequestRefused {
         /// The HTTP status of the refusal.
         status: StatusCode,
         /// Why the handshake failed.
@@ -67,10 +68,11 @@ pub enum Error {
     InvalidRequest(String),
     /// The server's handshake response is not HTTP.
     InvalidResponse(String),
-    /// The server answered the handshake, but not with a valid `101` (gorilla's
-    /// `ErrBadHandshake`). The response carries the status, the headers and up
-    /// to 1 KiB of the body.
-    BadHandshake {
+    /// The server answered our opening handshake, but not with a valid `101`
+    /// (gorilla's `ErrBadHandshake`). The response carries the status, the
+    /// headers and up to 1 KiB of the body. The server-side counterpart is
+    /// [`Error::RequestRefused`].
+    BadResponse {
         /// What was wrong.
         reason: String,
         /// The server's response.
@@ -117,7 +119,7 @@ impl Error {
     /// The server's response when the handshake was refused.
     pub fn handshake_response(&self) -> Option<&http::Response<bytes::Bytes>> {
         match self {
-            Error::BadHandshake { response, .. } => Some(response),
+            Error::BadResponse { response, .. } => Some(response),
             _ => None,
         }
     }
@@ -137,17 +139,19 @@ impl Error {
             Error::Closed(e) => Error::Closed(e.clone()),
             Error::CloseSent => Error::CloseSent,
             Error::Timeout => Error::Timeout,
-            Error::Handshake { status, reason } => Error::Handshake { status: *status, reason: reason.clone() },
+            Error::RequestRefused { status, reason } => {
+                Error::RequestRefused { status: *status, reason: reason.clone() }
+            }
             Error::InvalidControlFrame => Error::InvalidControlFrame,
             Error::WriterClosed => Error::WriterClosed,
             Error::InvalidUrl(s) => Error::InvalidUrl(s.clone()),
             Error::InvalidRequest(s) => Error::InvalidRequest(s.clone()),
             Error::InvalidResponse(s) => Error::InvalidResponse(s.clone()),
-            Error::BadHandshake { reason, response } => {
+            Error::BadResponse { reason, response } => {
                 let mut copy = http::Response::new(response.body().clone());
                 *copy.status_mut() = response.status();
                 *copy.headers_mut() = response.headers().clone();
-                Error::BadHandshake { reason: reason.clone(), response: Box::new(copy) }
+                Error::BadResponse { reason: reason.clone(), response: Box::new(copy) }
             }
             Error::Proxy(s) => Error::Proxy(s.clone()),
             Error::Tls(s) => Error::Tls(s.clone()),
@@ -170,13 +174,13 @@ impl fmt::Display for Error {
             Error::Closed(e) => e.fmt(f),
             Error::CloseSent => f.write_str("websocket: close sent"),
             Error::Timeout => f.write_str("websocket: deadline exceeded"),
-            Error::Handshake { status, reason } => write!(f, "websocket: bad handshake ({status}): {reason}"),
+            Error::RequestRefused { status, reason } => write!(f, "websocket: bad handshake ({status}): {reason}"),
             Error::InvalidControlFrame => f.write_str("websocket: invalid control frame"),
             Error::WriterClosed => f.write_str("websocket: write closed"),
             Error::InvalidUrl(s) => write!(f, "websocket: invalid URL {s}"),
             Error::InvalidRequest(s) => write!(f, "websocket: invalid request: {s}"),
             Error::InvalidResponse(s) => write!(f, "websocket: invalid handshake response: {s}"),
-            Error::BadHandshake { reason, response } => {
+            Error::BadResponse { reason, response } => {
                 write!(f, "websocket: bad handshake: {reason} (status {})", response.status())
             }
             Error::Proxy(s) => write!(f, "websocket: proxy: {s}"),

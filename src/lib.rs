@@ -78,7 +78,7 @@
 //! `ws://` and `wss://` connections, directly or through HTTP CONNECT and
 //! SOCKS5 proxies, and checks the server's response against RFC 6455 before
 //! it hands over the [`Conn`]. A refused handshake is
-//! [`Error::BadHandshake`], with the server's status, headers and the start
+//! [`Error::BadResponse`], with the server's status, headers and the start
 //! of its body.
 //!
 //! # Compression
@@ -148,7 +148,7 @@ pub use proto::handshake::{is_websocket_upgrade, Rejection};
 pub use proto::{CloseCode, CloseFrame, Role};
 pub use upgrade::Upgrader;
 #[cfg(feature = "hyper")]
-pub use upgrade::{Rejected, UpgradedStream, Upgrading};
+pub use upgrade::{UpgradeRefused, UpgradedStream, Upgrading};
 
 /// The subprotocols a client asks for in `request`, in its order.
 pub fn subprotocols<B>(request: &http::Request<B>) -> Vec<&str> {

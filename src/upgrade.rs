@@ -235,7 +235,7 @@ impl Upgrader {
     /// Reads the opening handshake from `stream`, answers it, and returns the
     /// connection. A bad request is answered with 400, 403, 405, 426 or 431 and
     /// a plain-text reason, then the stream is shut down and
-    /// [`Error::Handshake`] returned. Bytes the client sends right after its
+    /// [`Error::RequestRefused`] returned. Bytes the client sends right after its
     /// request are kept for the connection.
     ///
     /// Cancel safety: not cancel-safe; dropped part way, the stream (and
@@ -253,7 +253,7 @@ impl Upgrader {
     /// the client requested. The headers the handshake writes itself
     /// (`Upgrade`, `Connection`, `Sec-WebSocket-Accept`,
     /// `Sec-WebSocket-Extensions`) may not be given. Breaking either rule
-    /// answers 500 and fails with [`Error::Handshake`].
+    /// answers 500 and fails with [`Error::RequestRefused`].
     ///
     /// Cancel safety: as [`Upgrader::accept`].
     pub async fn accept_with<S, F>(&self, stream: S, callback: F) -> Result<Conn<S>>
@@ -319,7 +319,7 @@ impl Upgrader {
 /// The error a refused handshake fails with.
 #[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
 pub(crate) fn handshake_error(refusal: Refusal) -> Error {
-    Error::Handshake { status: refusal.rejection.status, reason: refusal.rejection.reason }
+    Error::RequestRefused { status: refusal.rejection.status, reason: refusal.rejection.reason }
 }
 
 #[cfg(feature = "hyper")]
@@ -343,10 +343,10 @@ mod hyper_support {
 
     /// A refused upgrade: the response to send back, and why.
     #[derive(Debug)]
-    pub struct Rejected {
+    pub struct UpgradeRefused {
         /// The error response for hyper to send.
         pub response: Response<Full<Bytes>>,
-        /// The reason, as an [`Error::Handshake`].
+        /// The reason, as an [`Error::RequestRefused`].
         pub error: Error,
     }
 
@@ -402,7 +402,7 @@ mod hyper_support {
         pub fn upgrade<B>(
             &self,
             mut request: Request<B>,
-        ) -> std::result::Result<(Response<Full<Bytes>>, Upgrading), Rejected> {
+        ) -> std::result::Result<(Response<Full<Bytes>>, Upgrading), UpgradeRefused> {
             let head = {
                 let mut head = Request::new(());
                 *head.method_mut() = request.method().clone();
@@ -415,9 +415,12 @@ mod hyper_support {
                 Ok(accepted) => accepted,
                 Err(refusal) => {
                     let (parts, body) = refusal.response.into_parts();
-                    return Err(Rejected {
+                    return Err(UpgradeRefused {
                         response: Response::from_parts(parts, Full::new(body)),
-                        error: Error::Handshake { status: refusal.rejection.status, reason: refusal.rejection.reason },
+                        error: Error::RequestRefused {
+                            status: refusal.rejection.status,
+                            reason: refusal.rejection.reason,
+                        },
                     });
                 }
             };
@@ -437,4 +440,4 @@ mod hyper_support {
 }
 
 #[cfg(feature = "hyper")]
-pub use hyper_support::{Rejected, UpgradedStream, Upgrading};
+pub use hyper_support::{UpgradeRefused, UpgradedStream, Upgrading};

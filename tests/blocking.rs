@@ -220,7 +220,11 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext
     assert!(accepted.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{accepted}");
     assert!(accepted.contains("Sec-WebSocket-Protocol: superchat"), "{accepted}");
     let results = server.join().unwrap();
-    assert!(matches!(&results[0], Err(Error::Handshake { status, .. }) if status.as_u16() == 403), "{:?}", results[0]);
+    assert!(
+        matches!(&results[0], Err(Error::RequestRefused { status, .. }) if status.as_u16() == 403),
+        "{:?}",
+        results[0]
+    );
     assert_eq!(results[1].as_ref().unwrap(), &(Some("superchat".to_owned()), true));
 }
 

@@ -38,8 +38,8 @@ where
 /// The refusal of a dial whose response was bad: reason and response.
 fn bad_handshake<T: std::fmt::Debug>(result: silverback::Result<T>) -> (String, http::Response<bytes::Bytes>) {
     match result {
-        Err(Error::BadHandshake { reason, response }) => (reason, *response),
-        other => panic!("expected Error::BadHandshake, got {other:?}"),
+        Err(Error::BadResponse { reason, response }) => (reason, *response),
+        other => panic!("expected Error::BadResponse, got {other:?}"),
     }
 }
 

@@ -637,11 +637,11 @@ async fn dialer_refuses_responses_that_break_rfc_7692() {
     for (config, response) in cases {
         let (result, _server) = dial_raw(dialer().compression(*config), response).await;
         match result {
-            Err(Error::BadHandshake { reason, response: resp }) => {
+            Err(Error::BadResponse { reason, response: resp }) => {
                 assert_eq!(resp.status(), 101, "{response:?}");
                 assert!(!reason.is_empty());
             }
-            other => panic!("{response:?} with {config:?}: expected BadHandshake, got {:?}", other.map(|(_, r)| r)),
+            other => panic!("{response:?} with {config:?}: expected BadResponse, got {:?}", other.map(|(_, r)| r)),
         }
     }
 }
@@ -650,7 +650,7 @@ async fn dialer_refuses_responses_that_break_rfc_7692() {
 async fn dialer_without_compression_refuses_any_extension() {
     for response in [&["permessage-deflate"][..], &["permessage-deflate; client_max_window_bits=10"], &["x-foo"]] {
         let (result, _server) = dial_raw(dialer(), response).await;
-        assert!(matches!(result, Err(Error::BadHandshake { .. })), "{response:?}: {:?}", result.map(|(_, r)| r));
+        assert!(matches!(result, Err(Error::BadResponse { .. })), "{response:?}: {:?}", result.map(|(_, r)| r));
     }
 }
 

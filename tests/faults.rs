@@ -421,7 +421,7 @@ async fn oversized_head(head: String) {
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 431 "), "expected a 431, got {text:?}");
     match within(server).await.unwrap() {
-        Err(Error::Handshake { status, .. }) => assert_eq!(status.as_u16(), 431),
+        Err(Error::RequestRefused { status, .. }) => assert_eq!(status.as_u16(), 431),
         other => panic!("expected a refused handshake, got {:?}", other.map(drop)),
     }
 }

@@ -423,11 +423,11 @@ async fn a_callback_may_choose_a_requested_subprotocol_only() {
         let (head, outcome) = serve_once(Upgrader::new(), choose(chosen), &extra).await;
         assert_eq!(status(&head), "500", "{chosen:?} for {requested:?}: {head}");
         match outcome {
-            Err(Error::Handshake { status, reason }) => {
+            Err(Error::RequestRefused { status, reason }) => {
                 assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
                 assert!(reason.contains("Sec-WebSocket-Protocol"), "{reason}");
             }
-            other => panic!("{chosen:?} for {requested:?}: expected Error::Handshake, got {other:?}"),
+            other => panic!("{chosen:?} for {requested:?}: expected Error::RequestRefused, got {other:?}"),
         }
     }
 }
@@ -448,7 +448,7 @@ async fn a_callback_cannot_set_the_handshakes_own_headers() {
         let (head, outcome) = serve_once(Upgrader::new(), callback, "").await;
         assert_eq!(status(&head), "500", "{name}: {head}");
         assert!(
-            matches!(&outcome, Err(Error::Handshake { status, .. }) if *status == StatusCode::INTERNAL_SERVER_ERROR),
+            matches!(&outcome, Err(Error::RequestRefused { status, .. }) if *status == StatusCode::INTERNAL_SERVER_ERROR),
             "{name}: {outcome:?}"
         );
     }

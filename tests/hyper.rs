@@ -138,7 +138,7 @@ async fn rejected_hyper_upgrade_returns_the_status() {
     assert_eq!(response.status, 403, "{response:?}");
     assert_eq!(response.header("sec-websocket-version"), Some("13"));
     let error = within(events.recv()).await.unwrap().unwrap_err();
-    assert!(matches!(error, Error::Handshake { status, .. } if status == 403), "{error:?}");
+    assert!(matches!(error, Error::RequestRefused { status, .. } if status == 403), "{error:?}");
 
     // Wrong version: 426.
     let headers: Vec<_> = good_headers(addr)
@@ -150,7 +150,7 @@ async fn rejected_hyper_upgrade_returns_the_status() {
     assert_eq!(response.status, 426, "{response:?}");
     assert_eq!(response.header("sec-websocket-version"), Some("13"));
     let error = within(events.recv()).await.unwrap().unwrap_err();
-    assert!(matches!(error, Error::Handshake { status, .. } if status == 426), "{error:?}");
+    assert!(matches!(error, Error::RequestRefused { status, .. } if status == 426), "{error:?}");
 
     // tungstenite sees the refusal as an HTTP error with the status.
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -158,8 +158,8 @@ async fn refused(upgrader: Upgrader, raw: impl FnOnce(SocketAddr) -> Vec<u8>, st
     assert_eq!(response.status, status, "request {:?} got {response:?}", String::from_utf8_lossy(&request));
     assert!(response.header("sec-websocket-accept").is_none(), "{response:?}");
     match within(server).await.unwrap() {
-        Err(Error::Handshake { status: got, .. }) => assert_eq!(got.as_u16(), status),
-        Err(other) => panic!("expected Error::Handshake, got {other:?}"),
+        Err(Error::RequestRefused { status: got, .. }) => assert_eq!(got.as_u16(), status),
+        Err(other) => panic!("expected Error::RequestRefused, got {other:?}"),
         Ok(_) => panic!("the handshake was accepted: {:?}", String::from_utf8_lossy(&request)),
     }
     response
@@ -316,8 +316,8 @@ where
     F: FnOnce(&Head) -> String + Send + 'static,
 {
     match client_refuses(dialer, respond).await {
-        Error::BadHandshake { reason, .. } => reason,
-        other => panic!("expected Error::BadHandshake, got {other:?}"),
+        Error::BadResponse { reason, .. } => reason,
+        other => panic!("expected Error::BadResponse, got {other:?}"),
     }
 }
 

@@ -39,13 +39,13 @@ fn with(addr: SocketAddr, name: &str, value: &str) -> Vec<u8> {
 fn assert_refused(response: &HttpResponse, error: &Error, status: u16) {
     assert_eq!(response.status, status, "{response:?}");
     match error {
-        Error::Handshake { status: got, reason } => {
+        Error::RequestRefused { status: got, reason } => {
             assert_eq!(got.as_u16(), status);
             assert!(!reason.is_empty());
             // The default response carries the reason as its body.
             assert!(String::from_utf8_lossy(&response.body).contains(reason.as_str()), "{response:?}");
         }
-        other => panic!("expected Error::Handshake, got {other:?}"),
+        other => panic!("expected Error::RequestRefused, got {other:?}"),
     }
     assert_eq!(response.header("sec-websocket-version"), Some("13"));
     assert_eq!(response.header("content-length"), Some(response.body.len().to_string().as_str()));
@@ -360,7 +360,7 @@ async fn custom_error_responder() {
     assert_eq!(response.status, 403);
     assert_eq!(response.header("x-custom"), Some("yes"));
     assert_eq!(response.body, b"custom: 403");
-    assert!(matches!(error, Error::Handshake { status, .. } if status == StatusCode::FORBIDDEN));
+    assert!(matches!(error, Error::RequestRefused { status, .. } if status == StatusCode::FORBIDDEN));
 }
 
 #[tokio::test]

@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((&a.protocol, a.response.headers()), (&b.protocol, b.response.headers()))
         }
         (Err(ClientError::InvalidResponse(_)), Err(ClientError::InvalidResponse(_))) => {}
-        (Err(ClientError::BadHandshake { reason: a, .. }), Err(ClientError::BadHandshake { reason: b, .. })) => {
+        (Err(ClientError::BadResponse { reason: a, .. }), Err(ClientError::BadResponse { reason: b, .. })) => {
             assert_eq!(a, b)
         }
         (a, b) => panic!("fed whole: {a:?}; fed byte by byte: {b:?}"),
@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(reason) => {
             assert!(!reason.is_empty());
-            assert!(matches!(whole, Err(ClientError::BadHandshake { .. })), "{whole:?}");
+            assert!(matches!(whole, Err(ClientError::BadResponse { .. })), "{whole:?}");
         }
     }
 });

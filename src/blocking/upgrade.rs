@@ -17,7 +17,7 @@ use crate::upgrade::{handshake_error, Upgrader};
 /// options (origin policy, subprotocols, compression, limits) within its
 /// handshake timeout, and returns the connection. A bad request is answered
 /// with its status and a plain-text reason, the stream is shut down and
-/// [`Error::Handshake`] returned. The blocking counterpart of
+/// [`Error::RequestRefused`] returned. The blocking counterpart of
 /// [`Upgrader::accept`](crate::Upgrader).
 pub fn accept<S: Transport>(upgrader: &Upgrader, stream: S) -> Result<Conn<S>> {
     accept_with(upgrader, stream, |_| Ok(HeaderMap::new()))

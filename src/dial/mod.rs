@@ -363,12 +363,12 @@ impl Dialer {
                 let conn = Conn::from_raw(stream, Role::Client, config, accepted.protocol, accepted.early);
                 Ok((conn, accepted.response))
             }
-            Err(ClientError::BadHandshake { reason, response, mut body }) => {
+            Err(ClientError::BadResponse { reason, response, mut body }) => {
                 self.store_cookies(target, &response);
                 read_body_excerpt(&mut stream, &response, &mut body).await;
                 let (parts, ()) = (*response).into_parts();
                 let body = client_handshake::body_excerpt(&body);
-                Err(Error::BadHandshake { reason, response: Box::new(Response::from_parts(parts, body)) })
+                Err(Error::BadResponse { reason, response: Box::new(Response::from_parts(parts, body)) })
             }
             Err(ClientError::InvalidResponse(reason)) => Err(Error::InvalidResponse(reason)),
         }

@@ -269,7 +269,7 @@ pub enum ClientError {
     /// The server answered, but did not accept the handshake as requested:
     /// not a `101`, a wrong `Sec-WebSocket-Accept`, a subprotocol or
     /// extension that was not offered, and so on.
-    BadHandshake {
+    BadResponse {
         /// What was wrong.
         reason: String,
         /// The server's response head.
@@ -337,7 +337,7 @@ impl ClientHandshake {
         let (response, early) = (head.message, head.rest);
         let protocol = match validate_response(&response, &self.key, &self.subprotocols) {
             Ok(protocol) => protocol,
-            Err(reason) => return Err(ClientError::BadHandshake { reason, response: Box::new(response), body: early }),
+            Err(reason) => return Err(ClientError::BadResponse { reason, response: Box::new(response), body: early }),
         };
         let accepted: Vec<&str> = response
             .headers()
@@ -358,7 +358,7 @@ impl ClientHandshake {
         match deflate {
             Ok(deflate) => Ok(Some(ClientAccepted { protocol, deflate, response, early })),
             Err(reason) => {
-                Err(ClientError::BadHandshake { reason, response: Box::new(response), body: BytesMut::new() })
+                Err(ClientError::BadResponse { reason, response: Box::new(response), body: BytesMut::new() })
             }
         }
     }

@@ -163,7 +163,7 @@ fn handshake(protocols: &[String], compression: Option<DeflateConfig>) -> Client
 
 fn bad_reason(result: Result<Option<ClientAccepted>, ClientError>) -> String {
     match result {
-        Err(ClientError::BadHandshake { reason, .. }) => reason,
+        Err(ClientError::BadResponse { reason, .. }) => reason,
         other => panic!("expected a bad handshake, got {other:?}"),
     }
 }
@@ -234,7 +234,7 @@ fn each_bad_response_is_a_bad_handshake() {
 fn a_refusal_keeps_the_response_and_the_start_of_its_body() {
     let raw = "HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\nSet-Cookie: a=1\r\n\r\nno way\n";
     match handshake(&[], None).receive(raw.as_bytes()) {
-        Err(ClientError::BadHandshake { reason, response, body }) => {
+        Err(ClientError::BadResponse { reason, response, body }) => {
             assert!(reason.contains("403"), "{reason}");
             assert_eq!(response.headers()[header::SET_COOKIE], "a=1");
             assert_eq!(&body[..], b"no way\n");
