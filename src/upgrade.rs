@@ -352,6 +352,9 @@ mod hyper_support {
 
     /// Resolves to the [`Conn`] once hyper has sent the `101` response and
     /// handed over the stream.
+    ///
+    /// Cancel safety: dropping it drops the upgraded stream (the client sees
+    /// the connection end).
     pub struct Upgrading {
         inner: Pin<Box<dyn Future<Output = Result<Conn<UpgradedStream>>> + Send>>,
     }
@@ -394,7 +397,7 @@ mod hyper_support {
         ///             });
         ///             Ok(response)
         ///         }
-        ///         Err(rejected) => Ok(rejected.response),
+        ///         Err(refused) => Ok(refused.response),
         ///     }
         /// }
         /// ```
