@@ -20,7 +20,7 @@ fi
 kosoku="$venv/bin/kosoku"
 
 SERVERS=(echo_server blocking_echo_server)
-CLIENTS=(autobahn_client)
+CLIENTS=(autobahn_client blocking_autobahn_client)
 examples=()
 for name in "${SERVERS[@]}" "${CLIENTS[@]}"; do examples+=(--example "$name"); done
 cargo build --quiet --release --features blocking "${examples[@]}"
@@ -78,5 +78,6 @@ check_args=("$@")
 server_mode echo_server conformance/autobahn-server.json
 server_mode blocking_echo_server conformance/autobahn-blocking-server.json
 client_mode autobahn_client conformance/autobahn-client.json
+client_mode blocking_autobahn_client conformance/autobahn-blocking-client.json
 
 exit $status

@@ -1,9 +1,13 @@
-//! Reading an HTTP head off a stream into a sans-IO reader: the one loop
-//! under the server's accept, the client's dial and the proxy tunnel.
+//! Reading an HTTP head off a stream into a sans-IO reader: the one async
+//! loop under the server's accept, the client's dial and the proxy tunnel,
+//! and the [`ReceiveHead`] trait it feeds, which the blocking loop
+//! (`crate::blocking::head_io`) feeds too.
 
+#[cfg(feature = "tokio")]
 use std::io;
 
 use http::{HeaderMap, Request, Response};
+#[cfg(feature = "tokio")]
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::proto::client_handshake::{ClientAccepted, ClientError, ClientHandshake};
@@ -24,6 +28,7 @@ pub(crate) trait ReceiveHead {
 /// Reads from `stream` into `reader` until it answers, at most `chunk` bytes
 /// at a time and never more than its room. `Ok(None)` when the stream ends
 /// first.
+#[cfg(feature = "tokio")]
 pub(crate) async fn read_head<S, R>(stream: &mut S, reader: &mut R, chunk: usize) -> io::Result<Option<R::Output>>
 where
     S: AsyncRead + Unpin,

@@ -114,11 +114,11 @@ pub mod blocking;
 mod config;
 #[cfg(feature = "tokio")]
 pub mod conn;
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", feature = "blocking"))]
 pub mod dial;
 mod error;
 mod handlers;
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", feature = "blocking"))]
 mod handshake_io;
 mod message;
 mod pool;
@@ -132,10 +132,12 @@ pub use config::{
 };
 #[cfg(feature = "tokio")]
 pub use conn::{Conn, Handle, MessageReader, MessageWriter, ReadHalf, SocketAddrs, Stream, WriteHalf};
-#[cfg(feature = "tls")]
+#[cfg(all(feature = "rustls", any(feature = "tokio", feature = "blocking")))]
 pub use dial::TlsRoots;
 #[cfg(feature = "tokio")]
-pub use dial::{connect, ClientStream, CookieJar, Dialer, MemoryCookieJar, Proxy};
+pub use dial::{connect, ClientStream};
+#[cfg(any(feature = "tokio", feature = "blocking"))]
+pub use dial::{CookieJar, Dialer, MemoryCookieJar, Proxy};
 pub use error::{CloseError, Error, Result};
 pub use handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,

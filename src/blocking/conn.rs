@@ -213,8 +213,18 @@ impl<S: Transport> Conn<S> {
         let mut deadline = self.read_deadline;
         let result = handler(&mut ControlContext { replies: &mut replies, read_deadline: &mut deadline });
         self.read_deadline = deadline;
+        let replied = !replies.is_empty();
         for (opcode, payload) in replies {
             self.core.reply(opcode, &payload);
+        }
+        // Nobody else holds the write side: the reader sends what it owes at
+        // once, so that each ping gets its own pong and a pong leaves before
+        // the messages written after this read.
+        if replied {
+            if let Err(e) = self.write_out(self.write_deadline) {
+                self.settle();
+                return Err(e);
+            }
         }
         result
     }

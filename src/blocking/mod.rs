@@ -11,8 +11,12 @@
 //! and hands each connection to a thread of its own.
 
 mod conn;
+mod dial;
+mod head_io;
+mod proxy;
 mod upgrade;
 
 pub use crate::upgrade::Upgrader;
 pub use conn::{Conn, MessageReader, MessageWriter, Transport};
+pub use dial::{connect, connect_on, ClientStream};
 pub use upgrade::{accept, accept_with};

@@ -1,51 +1,62 @@
-//! The client: [`Dialer`] and [`connect`].
+//! The client: [`Dialer`], and with the async API [`connect`].
 //!
 //! A dial parses the URL (before any connection is made), opens a TCP
 //! connection (directly, through a custom connect function, or through an HTTP
 //! `CONNECT` or SOCKS5 proxy), adds TLS for `wss://`, and runs the opening
 //! handshake, all within the handshake timeout.
+//!
+//! A [`Dialer`] holds the settings and everything that needs no I/O: the URL,
+//! the choice of proxy, the request (with cookies from the jar), what the
+//! proxies are told and what their replies mean, the TLS configuration, and
+//! what the server's response means. The async dial (feature `tokio`,
+//! [`Dialer::connect`]) and the blocking one (feature `blocking`,
+//! `silverback::blocking::connect`) only move bytes and keep time.
 
+#[cfg(feature = "tokio")]
+mod connect;
 mod cookies;
 mod proxy;
+mod socks5;
+#[cfg(feature = "tokio")]
 mod stream;
 mod target;
-#[cfg(feature = "tls")]
+#[cfg(feature = "rustls")]
 mod tls;
+#[cfg(feature = "tokio")]
+mod tunnel;
 
 use std::fmt;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Response;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+#[cfg(feature = "tokio")]
+pub use connect::{connect, ConnectFn};
 pub use cookies::{CookieJar, MemoryCookieJar};
 pub use proxy::Proxy;
+#[cfg(feature = "tokio")]
 pub use stream::{AsyncStream, BoxedStream, ClientStream};
-#[cfg(feature = "tls")]
+#[cfg(feature = "rustls")]
 pub use tls::TlsRoots;
 
-use crate::conn::{Config, Conn, Stream};
+#[cfg(feature = "blocking")]
+pub(crate) use proxy::{connect_reply, connect_reply_reader, connect_request, ProxyKind, ProxyServer};
+#[cfg(feature = "blocking")]
+pub(crate) use socks5::{io_failure as socks5_io_failure, Socks5};
+pub(crate) use target::Target;
+#[cfg(all(feature = "blocking", feature = "rustls"))]
+pub(crate) use tls::{client_config, server_name};
+
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::handshake_io::read_head;
-use crate::proto::client_handshake::{self, ClientError, ClientHandshake, RequestParts};
+use crate::proto::client_handshake::{self, ClientAccepted, ClientError, ClientHandshake, RequestParts};
 use crate::proto::extensions::DeflateConfig;
 use crate::proto::head::HeadLimits;
-use crate::proto::Role;
-use target::Target;
-
-/// Opens the transport to a host and port: the target, or the proxy when one
-/// is used. Returns any stream.
-pub type ConnectFn =
-    Arc<dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<BoxedStream>> + Send>> + Send + Sync>;
 
 /// The default handshake timeout of a [`Dialer`], as gorilla's `DefaultDialer`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(45);
@@ -56,6 +67,10 @@ pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 64;
 
 /// Opens client connections (gorilla's `Dialer`). Cheap to clone and safe to
 /// share.
+///
+/// The same dialer serves the async API ([`Dialer::connect`], feature
+/// `tokio`) and the blocking one (`silverback::blocking::connect`, feature
+/// `blocking`).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), silverback::Error> {
@@ -72,12 +87,13 @@ pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 64;
 /// ```
 #[derive(Clone)]
 pub struct Dialer {
-    config: Config,
+    pub(crate) config: Config,
+    #[cfg(feature = "tokio")]
     connect: Option<ConnectFn>,
-    proxy: Proxy,
-    #[cfg(feature = "tls")]
-    tls: TlsRoots,
-    handshake_timeout: Option<Duration>,
+    pub(crate) proxy: Proxy,
+    #[cfg(feature = "rustls")]
+    pub(crate) tls: TlsRoots,
+    pub(crate) handshake_timeout: Option<Duration>,
     subprotocols: Vec<String>,
     headers: HeaderMap,
     compression: Option<DeflateConfig>,
@@ -91,9 +107,10 @@ impl Default for Dialer {
     fn default() -> Self {
         Dialer {
             config: Config::default(),
+            #[cfg(feature = "tokio")]
             connect: None,
             proxy: Proxy::FromEnvironment,
-            #[cfg(feature = "tls")]
+            #[cfg(feature = "rustls")]
             tls: TlsRoots::default(),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             subprotocols: Vec::new(),
@@ -108,10 +125,11 @@ impl Default for Dialer {
 
 impl fmt::Debug for Dialer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dialer")
-            .field("config", &self.config)
-            .field("custom_connect", &self.connect.is_some())
-            .field("proxy", &self.proxy)
+        let mut f = f.debug_struct("Dialer");
+        f.field("config", &self.config);
+        #[cfg(feature = "tokio")]
+        f.field("custom_connect", &self.connect.is_some());
+        f.field("proxy", &self.proxy)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("subprotocols", &self.subprotocols)
             .field("headers", &self.headers)
@@ -119,11 +137,6 @@ impl fmt::Debug for Dialer {
             .field("cookie_jar", &self.jar.is_some())
             .finish()
     }
-}
-
-/// Dials `url` with [`Dialer::default`].
-pub async fn connect(url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
-    Dialer::default().connect(url).await
 }
 
 impl Dialer {
@@ -138,17 +151,6 @@ impl Dialer {
         Self::default()
     }
 
-    /// Opens the transport with `connect` instead of a TCP connection. With a
-    /// proxy, it is asked for the proxy's address.
-    pub fn connect_fn<F, Fut>(mut self, connect: F) -> Self
-    where
-        F: Fn(String, u16) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = io::Result<BoxedStream>> + Send + 'static,
-    {
-        self.connect = Some(Arc::new(move |host, port| Box::pin(connect(host, port))));
-        self
-    }
-
     /// Which proxy to use; the default reads the environment.
     pub fn proxy(mut self, proxy: Proxy) -> Self {
         self.proxy = proxy;
@@ -157,13 +159,15 @@ impl Dialer {
 
     /// Where TLS trust comes from for `wss://`: bundled roots (default), the
     /// platform's, or a complete `rustls::ClientConfig`.
-    #[cfg(feature = "tls")]
+    #[cfg(feature = "rustls")]
     pub fn tls(mut self, roots: TlsRoots) -> Self {
         self.tls = roots;
         self
     }
 
-    /// Bounds the whole dial (connect, proxy, TLS, handshake); `None` removes the bound.
+    /// Bounds the whole dial (connect, proxy, TLS, handshake); `None` removes
+    /// the bound. The blocking dial does not bound the name lookup, which
+    /// the system resolver times itself.
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -229,44 +233,10 @@ impl Dialer {
         self
     }
 
-    /// Dials `url` (`ws://` or `wss://`) and runs the opening handshake.
-    /// Returns the connection and the server's `101` response.
-    ///
-    /// Cancel safety: not cancel-safe; dropped part way, the connection
-    /// being opened is dropped.
-    pub async fn connect(&self, url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
-        let target = Target::parse(url)?;
-        let request = self.request(&target)?;
-        // Boxed, so that the short-lived dialing state does not stay in the
-        // caller's future for the life of the connection.
-        let dial = Box::pin(async {
-            let stream = self.open(&target).await?;
-            self.handshake(stream, &target, request).await
-        });
-        match self.handshake_timeout {
-            Some(limit) => tokio::time::timeout(limit, dial).await.unwrap_or(Err(Error::Timeout)),
-            None => dial.await,
-        }
-    }
-
-    /// Runs the opening handshake for `url` over a stream that is already
-    /// connected (gorilla's `NewClient`); no proxy or TLS is added.
-    ///
-    /// Cancel safety: not cancel-safe; dropped part way, `stream` is dropped.
-    pub async fn connect_on<S: Stream>(&self, stream: S, url: &str) -> Result<(Conn<S>, Response<()>)> {
-        let target = Target::parse(url)?;
-        let request = self.request(&target)?;
-        let handshake = Box::pin(self.handshake(stream, &target, request));
-        match self.handshake_timeout {
-            Some(limit) => tokio::time::timeout(limit, handshake).await.unwrap_or(Err(Error::Timeout)),
-            None => handshake.await,
-        }
-    }
-
     /// Builds and checks the whole handshake request for `target`, before
     /// any connection is made: nothing a caller gives (subprotocols, headers,
     /// `Host`, cookies from the jar) can add a header or break a line.
-    fn request(&self, target: &Target) -> Result<ClientHandshake> {
+    pub(crate) fn request(&self, target: &Target) -> Result<ClientHandshake> {
         let invalid = Error::InvalidRequest;
         client_handshake::check_subprotocols(&self.subprotocols).map_err(invalid)?;
         let mut headers = self.headers.clone();
@@ -308,74 +278,38 @@ impl Dialer {
         ClientHandshake::new(&parts, limits).map_err(invalid)
     }
 
-    async fn open_transport(&self, host: &str, port: u16) -> Result<ClientStream> {
-        match &self.connect {
-            Some(connect) => Ok(ClientStream::boxed(connect(host.to_owned(), port).await?)),
-            None => {
-                let stream = TcpStream::connect((host, port)).await?;
-                let _ = stream.set_nodelay(true);
-                Ok(ClientStream::tcp(stream))
-            }
-        }
-    }
-
-    async fn open(&self, target: &Target) -> Result<ClientStream> {
-        let mut stream = match self.proxy.resolve(target)? {
-            Some(server) => {
-                server.check(target)?;
-                let mut stream = self.open_transport(&server.host, server.port).await?;
-                proxy::tunnel(&mut stream, &server, target).await?;
-                stream
-            }
-            None => self.open_transport(&target.host, target.port).await?,
-        };
-        if target.tls {
-            #[cfg(feature = "tls")]
-            {
-                let config = tls::client_config(&self.tls)?;
-                stream = tls::connect(config, &target.host, stream.into_boxed()).await?;
-            }
-            #[cfg(not(feature = "tls"))]
-            {
-                let _ = &mut stream;
-                return Err(Error::InvalidUrl("wss:// needs the `tls` feature".into()));
-            }
-        }
-        Ok(stream)
-    }
-
-    async fn handshake<S: Stream>(
+    /// What the server's response means, once its head was read (`None`:
+    /// the stream ended first). The cookies it sets go to the jar, whether
+    /// it accepts or refuses.
+    pub(crate) fn answer(
         &self,
-        mut stream: S,
         target: &Target,
-        mut handshake: ClientHandshake,
-    ) -> Result<(Conn<S>, Response<()>)> {
-        stream.write_all(handshake.request_bytes()).await?;
-        stream.flush().await?;
-        let outcome = read_head(&mut stream, &mut handshake, usize::MAX)
-            .await?
-            .ok_or_else(|| Error::InvalidResponse("connection closed before the handshake response".into()))?;
+        outcome: Option<Result<ClientAccepted, ClientError>>,
+    ) -> Result<Answer> {
+        let outcome =
+            outcome.ok_or_else(|| Error::InvalidResponse("connection closed before the handshake response".into()))?;
         match outcome {
             Ok(accepted) => {
                 self.store_cookies(target, &accepted.response);
                 let mut config = self.config.clone();
                 config.deflate = accepted.deflate;
-                let conn = Conn::from_raw(stream, Role::Client, config, accepted.protocol, accepted.early);
-                Ok((conn, accepted.response))
+                Ok(Answer::Accepted {
+                    config,
+                    protocol: accepted.protocol,
+                    response: accepted.response,
+                    early: accepted.early,
+                })
             }
-            Err(ClientError::BadResponse { reason, response, mut body }) => {
+            Err(ClientError::BadResponse { reason, response, body }) => {
                 self.store_cookies(target, &response);
-                read_body_excerpt(&mut stream, &response, &mut body).await;
-                let (parts, ()) = (*response).into_parts();
-                let body = client_handshake::body_excerpt(&body);
-                Err(Error::BadResponse { reason, response: Box::new(Response::from_parts(parts, body)) })
+                Ok(Answer::Refused(Refusal { reason, response, body }))
             }
             Err(ClientError::InvalidResponse(reason)) => Err(Error::InvalidResponse(reason)),
         }
     }
 
     /// Gives the cookies a handshake response sets to the jar, if any.
-    fn store_cookies(&self, target: &Target, response: &Response<()>) {
+    pub(crate) fn store_cookies(&self, target: &Target, response: &Response<()>) {
         let Some(jar) = &self.jar else { return };
         let set: Vec<&str> =
             response.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
@@ -385,24 +319,48 @@ impl Dialer {
     }
 }
 
-/// Reads up to 1 KiB of a refusal's body (as far as `Content-Length` says),
-/// briefly: the excerpt is for the error message only.
-async fn read_body_excerpt<S: Stream>(stream: &mut S, response: &Response<()>, body: &mut BytesMut) {
-    let length = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(0);
-    let want = length.min(1024);
-    let read = async {
-        while body.len() < want {
-            body.reserve(want - body.len());
-            match stream.read_buf(body).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+/// A handshake response, judged.
+// Made once per dial and taken apart at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answer {
+    /// The server accepted: the connection's settings (with the agreed
+    /// compression), its subprotocol, the `101` response and the bytes that
+    /// came after it.
+    Accepted { config: Config, protocol: Option<String>, response: Response<()>, early: BytesMut },
+    /// The server refused.
+    Refused(Refusal),
 }
+
+/// A refused handshake, before the start of its body is read.
+pub(crate) struct Refusal {
+    reason: String,
+    response: Box<Response<()>>,
+    /// The body's bytes received so far.
+    pub(crate) body: BytesMut,
+}
+
+impl Refusal {
+    /// How much of the body to read for the error (as far as
+    /// `Content-Length` says, at most 1 KiB). The driver reads briefly
+    /// (about a second): the excerpt is for the error message only.
+    pub(crate) fn body_wanted(&self) -> usize {
+        let length = self
+            .response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        length.min(1024)
+    }
+
+    /// The dial's error: [`Error::BadResponse`] with the start of the body.
+    pub(crate) fn into_error(self) -> Error {
+        let (parts, ()) = (*self.response).into_parts();
+        let body: Bytes = client_handshake::body_excerpt(&self.body);
+        Error::BadResponse { reason: self.reason, response: Box::new(Response::from_parts(parts, body)) }
+    }
+}
+
+/// How long a driver reads the start of a refused handshake's body.
+pub(crate) const BODY_EXCERPT_TIME: Duration = Duration::from_secs(1);

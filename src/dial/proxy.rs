@@ -1,19 +1,21 @@
 //! Proxies: HTTP `CONNECT` tunnels and SOCKS5, chosen explicitly or from the
 //! environment as Go's `http.ProxyFromEnvironment` does.
+//!
+//! What is said to a proxy and what its answers mean is decided here, without
+//! I/O; the async tunnel (`tunnel.rs`) and the blocking one
+//! (`crate::blocking`) only move the bytes.
 
 use std::net::IpAddr;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http::Response;
 use url::Url;
 
 use super::target::{percent_decode, Target};
-use crate::conn::Stream;
 use crate::error::{Error, Result};
-use crate::handshake_io::read_head;
 use crate::proto::client_handshake::check_host;
-use crate::proto::head::{HeadError, HeadLimits, HeadReader, ReasonPhrase};
+use crate::proto::head::{Head, HeadError, HeadLimits, HeadReader, ReasonPhrase};
 
 /// The bounds on a proxy's reply head.
 const REPLY_LIMITS: HeadLimits = HeadLimits { max_bytes: 8 * 1024, max_headers: 32 };
@@ -131,14 +133,6 @@ pub(crate) fn bypass(host: &str, port: u16, no_proxy: &str) -> bool {
     })
 }
 
-/// Opens a tunnel to `target` through an already connected proxy stream.
-pub(crate) async fn tunnel<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
-    match proxy.kind {
-        ProxyKind::HttpConnect => http_connect(stream, proxy, target).await,
-        ProxyKind::Socks5 => socks5_connect(stream, proxy, target).await,
-    }
-}
-
 /// The `host:port` a CONNECT names for `target`.
 fn authority(target: &Target) -> String {
     if target.host.contains(':') {
@@ -152,7 +146,7 @@ fn authority(target: &Target) -> String {
 /// parsed URL and cannot hold a space or control character; it is checked
 /// all the same, so that nothing but `host:port` reaches the request line.
 /// The credentials are sent in base64, which no byte of theirs can break.
-fn connect_request(proxy: &ProxyServer, target: &Target) -> Result<String> {
+pub(crate) fn connect_request(proxy: &ProxyServer, target: &Target) -> Result<String> {
     let authority = authority(target);
     check_host(&authority).map_err(|why| Error::InvalidRequest(format!("cannot ask the proxy for a tunnel: {why}")))?;
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
@@ -163,16 +157,17 @@ fn connect_request(proxy: &ProxyServer, target: &Target) -> Result<String> {
     Ok(request)
 }
 
-async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
-    let authority = authority(target);
-    let request = connect_request(proxy, target)?;
-    stream.write_all(request.as_bytes()).await?;
-    stream.flush().await?;
+/// The reader of a proxy's reply to CONNECT. Its driver reads one byte at a
+/// time, so that nothing past the reply's head (which would belong to the
+/// tunnel) is consumed; the head is a few dozen bytes.
+pub(crate) fn connect_reply_reader() -> HeadReader {
+    HeadReader::new(REPLY_LIMITS).errors_at_end()
+}
 
-    // One byte at a time, so that nothing past the reply's head (which would
-    // belong to the tunnel) is consumed; the head is a few dozen bytes.
-    let mut reader = HeadReader::new(REPLY_LIMITS).errors_at_end();
-    let reply = match read_head(stream, &mut reader, 1).await? {
+/// What the proxy's reply to CONNECT means: `Ok` when the tunnel is open.
+/// `reply` is what the reply reader gave, `None` when the stream ended first.
+pub(crate) fn connect_reply(target: &Target, reply: Option<Result<Head<Response<()>>, HeadError>>) -> Result<()> {
+    let reply = match reply {
         None => return Err(Error::Proxy("proxy closed the connection before replying to CONNECT".into())),
         Some(Ok(head)) => head.message,
         Some(Err(HeadError::TooLarge)) => return Err(Error::Proxy("proxy reply head too large".into())),
@@ -183,99 +178,8 @@ async fn http_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &T
         return Ok(());
     }
     let reason = reply.extensions().get::<ReasonPhrase>().map(|r| format!(" {}", r.0)).unwrap_or_default();
+    let authority = authority(target);
     Err(Error::Proxy(format!("proxy refused CONNECT to {authority}: {}{reason}", status.as_u16())))
-}
-
-/// An I/O failure in the middle of the SOCKS5 exchange: the proxy hung up or
-/// broke off.
-fn io_failure(e: std::io::Error) -> Error {
-    Error::Proxy(format!("SOCKS5 proxy: connection failed during the handshake: {e}"))
-}
-
-async fn socks5_connect<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
-    let fail = |what: &str| Error::Proxy(format!("SOCKS5 proxy: {what}"));
-    // RFC 1928 §3: offer no authentication, and username/password (RFC 1929) when we have them.
-    let greeting: &[u8] = if proxy.user.is_some() { &[5, 2, 0, 2] } else { &[5, 1, 0] };
-    stream.write_all(greeting).await.map_err(io_failure)?;
-    let mut choice = [0u8; 2];
-    stream.read_exact(&mut choice).await.map_err(io_failure)?;
-    if choice[0] != 5 {
-        return Err(fail("not a SOCKS5 server"));
-    }
-    match (choice[1], &proxy.user) {
-        (0, _) => {}
-        (2, Some((user, pass))) => {
-            if user.len() > 255 || pass.len() > 255 {
-                return Err(fail("username or password longer than 255 bytes"));
-            }
-            let mut auth = vec![1, user.len() as u8];
-            auth.extend_from_slice(user.as_bytes());
-            auth.push(pass.len() as u8);
-            auth.extend_from_slice(pass.as_bytes());
-            stream.write_all(&auth).await.map_err(io_failure)?;
-            let mut status = [0u8; 2];
-            stream.read_exact(&mut status).await.map_err(io_failure)?;
-            if status[1] != 0 {
-                return Err(fail("username/password authentication failed"));
-            }
-        }
-        (0xff, _) => return Err(fail("no acceptable authentication method (credentials required?)")),
-        (other, _) => return Err(fail(&format!("server chose unsupported method {other}"))),
-    }
-    let mut request = vec![5, 1, 0];
-    match target.host.parse::<IpAddr>() {
-        Ok(IpAddr::V4(ip)) => {
-            request.push(1);
-            request.extend_from_slice(&ip.octets());
-        }
-        Ok(IpAddr::V6(ip)) => {
-            request.push(4);
-            request.extend_from_slice(&ip.octets());
-        }
-        Err(_) => {
-            if target.host.len() > 255 {
-                return Err(fail("host name longer than 255 bytes"));
-            }
-            request.push(3);
-            request.push(target.host.len() as u8);
-            request.extend_from_slice(target.host.as_bytes());
-        }
-    }
-    request.extend_from_slice(&target.port.to_be_bytes());
-    stream.write_all(&request).await.map_err(io_failure)?;
-    let mut reply = [0u8; 4];
-    stream.read_exact(&mut reply).await.map_err(io_failure)?;
-    if reply[0] != 5 {
-        return Err(fail("malformed reply"));
-    }
-    if reply[1] != 0 {
-        let why = match reply[1] {
-            1 => "general failure",
-            2 => "connection not allowed by ruleset",
-            3 => "network unreachable",
-            4 => "host unreachable",
-            5 => "connection refused",
-            6 => "TTL expired",
-            7 => "command not supported",
-            8 => "address type not supported",
-            _ => "unknown error",
-        };
-        return Err(fail(&format!("connect to {}:{} failed: {why}", target.host, target.port)));
-    }
-    // Skip the bound address.
-    let skip = match reply[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut len = [0u8; 1];
-            stream.read_exact(&mut len).await.map_err(io_failure)?;
-            usize::from(len[0])
-        }
-        _ => return Err(fail("malformed reply address")),
-    };
-    let mut rest = vec![0u8; skip + 2];
-    stream.read_exact(&mut rest).await.map_err(io_failure)?;
-    Ok(())
 }
 
 #[cfg(test)]

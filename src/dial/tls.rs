@@ -1,11 +1,15 @@
-//! TLS for `wss://` with rustls.
+//! TLS for `wss://` with rustls: where trust comes from and the client
+//! configuration built from it, for the async dial and the blocking one.
+
+// With `tokio` and `rustls` alone nothing dials wss:// (the async dial
+// needs `tls`), and only `TlsRoots` is used.
+#![cfg_attr(not(any(feature = "tls", feature = "blocking")), allow(dead_code))]
 
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
-use super::stream::{BoxedStream, ClientStream};
 use crate::error::{Error, Result};
 
 /// Where a [`crate::Dialer`] gets its TLS settings.
@@ -49,9 +53,18 @@ pub(crate) fn client_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-pub(crate) async fn connect(config: Arc<ClientConfig>, host: &str, stream: BoxedStream) -> Result<ClientStream> {
-    let name = ServerName::try_from(host.to_owned()).map_err(|e| Error::Tls(format!("server name {host:?}: {e}")))?;
+/// The name the server's certificate must carry: the URL's host.
+pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
+    ServerName::try_from(host.to_owned()).map_err(|e| Error::Tls(format!("server name {host:?}: {e}")))
+}
+
+#[cfg(feature = "tls")]
+pub(crate) async fn connect(
+    config: Arc<ClientConfig>,
+    host: &str,
+    stream: super::BoxedStream,
+) -> Result<super::ClientStream> {
     let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = connector.connect(name, stream).await.map_err(|e| Error::Tls(e.to_string()))?;
-    Ok(ClientStream::tls(tls))
+    let tls = connector.connect(server_name(host)?, stream).await.map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(super::ClientStream::tls(tls))
 }
