@@ -1,5 +1,7 @@
 //! The one error type of the crate.
 
+use std::error::Error as StdError;
+use std::sync::Arc;
 use std::{fmt, io};
 
 use http::StatusCode;
@@ -26,6 +28,8 @@ impl fmt::Display for CloseError {
         Ok(())
     }
 }
+
+impl StdError for CloseError {}
 
 /// Everything that can go wrong in silverback.
 ///
@@ -78,14 +82,83 @@ pub enum Error {
         /// The server's response.
         response: Box<http::Response<bytes::Bytes>>,
     },
-    /// The proxy refused the tunnel or did not speak its protocol.
-    Proxy(String),
-    /// The TLS handshake or configuration failed.
-    Tls(String),
+    /// The proxy refused the tunnel or did not speak its protocol; an I/O
+    /// failure during the proxy's handshake is the cause's source.
+    Proxy(Cause),
+    /// The TLS handshake or configuration failed; the cause's source is the
+    /// TLS library's error (a `rustls::Error`, or the `io::Error` that
+    /// carries one).
+    Tls(Cause),
     /// A keepalive ping got no pong in time: the peer is gone.
     KeepaliveTimeout,
-    /// A message could not be encoded or decoded as JSON (feature `json`).
-    Json(String),
+    /// A message could not be encoded or decoded as JSON (feature `json`);
+    /// the cause's source is the `serde_json::Error`.
+    Json(Cause),
+}
+
+/// What lies beneath an [`Error::Tls`], [`Error::Proxy`] or [`Error::Json`]:
+/// what failed, in words, and the error that made it fail when there is one
+/// (its [`StdError::source`], also reachable with [`Cause::downcast_ref`]).
+///
+/// Cheap to clone: the source is shared.
+#[derive(Clone)]
+pub struct Cause {
+    context: String,
+    source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// A cause with no underlying error.
+    pub(crate) fn new(context: impl Into<String>) -> Self {
+        Cause { context: context.into(), source: None }
+    }
+
+    /// A cause made by `source`, described by `context` (which may be empty).
+    pub(crate) fn with_source(context: impl Into<String>, source: impl StdError + Send + Sync + 'static) -> Self {
+        Cause { context: context.into(), source: Some(Arc::new(source)) }
+    }
+
+    /// What failed, without the underlying error's own message.
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    /// The underlying error as a `T`, when it is one. An `io::Error` that
+    /// wraps a `T` (as TLS streams report TLS failures) is looked through.
+    pub fn downcast_ref<T: StdError + 'static>(&self) -> Option<&T> {
+        let source: &(dyn StdError + 'static) = self.source.as_deref()?;
+        if let Some(found) = source.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source.downcast_ref::<io::Error>()?.get_ref()?.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.source, self.context.is_empty()) {
+            (Some(source), true) => source.fmt(f),
+            (Some(source), false) => write!(f, "{}: {source}", self.context),
+            (None, _) => f.write_str(&self.context),
+        }
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Cause");
+        d.field("context", &self.context);
+        if let Some(source) = &self.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Cause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+    }
 }
 
 /// The result type of silverback.
@@ -153,10 +226,10 @@ impl Error {
                 *copy.headers_mut() = response.headers().clone();
                 Error::BadResponse { reason: reason.clone(), response: Box::new(copy) }
             }
-            Error::Proxy(s) => Error::Proxy(s.clone()),
-            Error::Tls(s) => Error::Tls(s.clone()),
+            Error::Proxy(c) => Error::Proxy(c.clone()),
+            Error::Tls(c) => Error::Tls(c.clone()),
             Error::KeepaliveTimeout => Error::KeepaliveTimeout,
-            Error::Json(s) => Error::Json(s.clone()),
+            Error::Json(c) => Error::Json(c.clone()),
         }
     }
 
@@ -191,11 +264,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             Error::Io(e) => Some(e),
             Error::Protocol(e) => Some(e),
+            // The cause's own source: its words are already in this error's message.
+            Error::Proxy(c) | Error::Tls(c) | Error::Json(c) => c.source(),
             _ => None,
         }
     }
@@ -267,5 +342,28 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(Error::Protocol(ProtocolError::MessageTooBig { size: 2, limit: 1 }).replay().is_read_limit());
+    }
+
+    #[test]
+    fn causes_keep_their_source() {
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = Error::Proxy(Cause::with_source("SOCKS5 proxy: connection failed", reset));
+        assert_eq!(e.to_string(), "websocket: proxy: SOCKS5 proxy: connection failed: reset by peer");
+        let source = e.source().expect("the I/O error is the source");
+        assert_eq!(source.downcast_ref::<io::Error>().map(io::Error::kind), Some(io::ErrorKind::ConnectionReset));
+        let Error::Proxy(cause) = e.replay() else { panic!("replay changed the variant") };
+        assert_eq!(cause.context(), "SOCKS5 proxy: connection failed");
+        assert!(cause.downcast_ref::<io::Error>().is_some());
+
+        // An error carried inside an io::Error is found through it.
+        let inner =
+            io::Error::new(io::ErrorKind::InvalidData, CloseError { code: CloseCode::NORMAL, reason: "x".into() });
+        let cause = Cause::with_source("", inner);
+        assert_eq!(cause.downcast_ref::<CloseError>().map(|c| c.code), Some(CloseCode::NORMAL));
+        assert_eq!(cause.to_string(), "websocket: close 1000 (normal): x");
+
+        let plain = Error::Tls(Cause::new("the TLS handshake stalled"));
+        assert!(plain.source().is_none());
+        assert_eq!(plain.to_string(), "websocket: tls: the TLS handshake stalled");
     }
 }

@@ -138,7 +138,7 @@ pub use dial::TlsRoots;
 pub use dial::{connect, ClientStream};
 #[cfg(any(feature = "tokio", feature = "blocking"))]
 pub use dial::{CookieJar, Dialer, MemoryCookieJar, Proxy};
-pub use error::{CloseError, Error, Result};
+pub use error::{Cause, CloseError, Error, Result};
 pub use handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
 };

@@ -452,7 +452,7 @@ mod tls {
 
     fn tls_error<T: std::fmt::Debug>(result: silverback::Result<T>) -> String {
         match result {
-            Err(Error::Tls(message)) => message,
+            Err(Error::Tls(cause)) => cause.to_string(),
             other => panic!("expected Error::Tls, got {other:?}"),
         }
     }
@@ -522,7 +522,7 @@ fn assert_tunnelled(conn: &mut Conn<ClientStream>, proxy: SocketAddr, seen: &mps
 
 fn proxy_error<T: std::fmt::Debug>(result: silverback::Result<T>) -> String {
     match result {
-        Err(Error::Proxy(message)) => message,
+        Err(Error::Proxy(cause)) => cause.to_string(),
         other => panic!("expected Error::Proxy, got {other:?}"),
     }
 }

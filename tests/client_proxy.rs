@@ -36,7 +36,7 @@ async fn assert_tunnelled(mut conn: Conn<ClientStream>, proxy: SocketAddr, peers
 
 fn proxy_error<T: std::fmt::Debug>(result: silverback::Result<T>) -> String {
     match result {
-        Err(Error::Proxy(message)) => message,
+        Err(Error::Proxy(cause)) => cause.to_string(),
         other => panic!("expected Error::Proxy, got {other:?}"),
     }
 }

@@ -10,7 +10,7 @@ use silverback::{CloseCode, CloseFrame, Error, TlsRoots, Upgrader};
 
 fn tls_error<T: std::fmt::Debug>(result: silverback::Result<T>) -> String {
     match result {
-        Err(Error::Tls(message)) => message,
+        Err(Error::Tls(cause)) => cause.to_string(),
         other => panic!("expected Error::Tls, got {other:?}"),
     }
 }
@@ -46,6 +46,17 @@ async fn wss_fails_with_the_default_roots() {
 
     let message = tls_error(within(dialer().connect(&url)).await);
     assert!(!message.is_empty());
+    // The TLS library's own error is kept, typed, as the source.
+    match within(dialer().connect(&url)).await {
+        Err(Error::Tls(cause)) => {
+            let rustls_error = cause.downcast_ref::<rustls::Error>();
+            assert!(
+                matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_))),
+                "{cause:?} should carry rustls' certificate error"
+            );
+        }
+        other => panic!("expected Error::Tls, got {other:?}"),
+    }
     let info = within(seen.recv()).await.unwrap();
     assert!(info.tls_error.is_some(), "the server got past TLS: {info:?}");
 

@@ -5,14 +5,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{Conn, MessageType, ReadHalf, Stream, WriteHalf};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 
 impl<S: Stream> ReadHalf<S> {
     /// Reads the next message (text or binary) and decodes it as JSON.
     /// Cancel-safe, as [`ReadHalf::read_message`].
     pub async fn read_json<T: DeserializeOwned>(&mut self) -> Result<T> {
         let message = self.read_message().await?;
-        serde_json::from_slice(&message.data).map_err(|e| Error::Json(e.to_string()))
+        serde_json::from_slice(&message.data).map_err(|e| Error::Json(Cause::with_source("", e)))
     }
 }
 
@@ -20,7 +20,7 @@ impl<S: Stream> WriteHalf<S> {
     /// Encodes `value` as JSON and sends it as one text message. Nothing is
     /// sent when encoding fails. Cancel safety: as [`WriteHalf::write_message`].
     pub async fn write_json<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        let data = serde_json::to_vec(value).map_err(|e| Error::Json(e.to_string()))?;
+        let data = serde_json::to_vec(value).map_err(|e| Error::Json(Cause::with_source("", e)))?;
         self.write_message(MessageType::Text, data).await
     }
 }

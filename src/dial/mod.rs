@@ -275,7 +275,7 @@ impl Dialer {
             headers: &headers,
         };
         let limits = HeadLimits { max_bytes: self.max_response_bytes, max_headers: self.max_response_headers };
-        ClientHandshake::new(&parts, limits).map_err(invalid)
+        ClientHandshake::new(&parts, limits)
     }
 
     /// What the server's response means, once its head was read (`None`:

@@ -13,7 +13,7 @@ use http::Response;
 use url::Url;
 
 use super::target::{percent_decode, Target};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::proto::client_handshake::check_host;
 use crate::proto::head::{Head, HeadError, HeadLimits, HeadReader, ReasonPhrase};
 
@@ -64,12 +64,12 @@ impl ProxyServer {
         let (kind, default_port) = match url.scheme() {
             "http" => (ProxyKind::HttpConnect, 80),
             "socks5" | "socks5h" => (ProxyKind::Socks5, 1080),
-            other => return Err(Error::Proxy(format!("unsupported proxy scheme {other:?} in {url}"))),
+            other => return Err(Error::Proxy(Cause::new(format!("unsupported proxy scheme {other:?} in {url}")))),
         };
         let host = match url.host() {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             Some(host) => host.to_string(),
-            None => return Err(Error::Proxy(format!("proxy URL {url} has no host"))),
+            None => return Err(Error::Proxy(Cause::new(format!("proxy URL {url} has no host")))),
         };
         let user = (!url.username().is_empty())
             .then(|| (percent_decode(url.username()), percent_decode(url.password().unwrap_or(""))));
@@ -101,7 +101,9 @@ impl Proxy {
                     .ok()
                     .filter(|u| u.has_host())
                     .map_or_else(|| Url::parse(&format!("http://{raw}")), Ok)
-                    .map_err(|e| Error::Proxy(format!("invalid proxy URL {raw:?} in the environment: {e}")))?;
+                    .map_err(|e| {
+                        Error::Proxy(Cause::with_source(format!("invalid proxy URL {raw:?} in the environment"), e))
+                    })?;
                 ProxyServer::from_url(&url).map(Some)
             }
         }
@@ -168,10 +170,10 @@ pub(crate) fn connect_reply_reader() -> HeadReader {
 /// `reply` is what the reply reader gave, `None` when the stream ended first.
 pub(crate) fn connect_reply(target: &Target, reply: Option<Result<Head<Response<()>>, HeadError>>) -> Result<()> {
     let reply = match reply {
-        None => return Err(Error::Proxy("proxy closed the connection before replying to CONNECT".into())),
+        None => return Err(Error::Proxy(Cause::new("proxy closed the connection before replying to CONNECT"))),
         Some(Ok(head)) => head.message,
-        Some(Err(HeadError::TooLarge)) => return Err(Error::Proxy("proxy reply head too large".into())),
-        Some(Err(e)) => return Err(Error::Proxy(format!("malformed proxy reply: {e}"))),
+        Some(Err(HeadError::TooLarge)) => return Err(Error::Proxy(Cause::new("proxy reply head too large"))),
+        Some(Err(e)) => return Err(Error::Proxy(Cause::with_source("malformed proxy reply", e))),
     };
     let status = reply.status();
     if status.is_success() {
@@ -179,7 +181,7 @@ pub(crate) fn connect_reply(target: &Target, reply: Option<Result<Head<Response<
     }
     let reason = reply.extensions().get::<ReasonPhrase>().map(|r| format!(" {}", r.0)).unwrap_or_default();
     let authority = authority(target);
-    Err(Error::Proxy(format!("proxy refused CONNECT to {authority}: {}{reason}", status.as_u16())))
+    Err(Error::Proxy(Cause::new(format!("proxy refused CONNECT to {authority}: {}{reason}", status.as_u16()))))
 }
 
 #[cfg(test)]

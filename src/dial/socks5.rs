@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::proxy::ProxyServer;
 use super::target::Target;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 
 /// One round of the exchange: send `send` (when not empty), then read exactly
 /// `read` bytes and hand them to [`Socks5::next`].
@@ -42,13 +42,13 @@ pub(crate) struct Socks5<'a> {
 }
 
 fn fail(what: &str) -> Error {
-    Error::Proxy(format!("SOCKS5 proxy: {what}"))
+    Error::Proxy(Cause::new(format!("SOCKS5 proxy: {what}")))
 }
 
 /// An I/O failure in the middle of the SOCKS5 exchange: the proxy hung up or
 /// broke off.
 pub(crate) fn io_failure(e: std::io::Error) -> Error {
-    Error::Proxy(format!("SOCKS5 proxy: connection failed during the handshake: {e}"))
+    Error::Proxy(Cause::with_source("SOCKS5 proxy: connection failed during the handshake", e))
 }
 
 impl<'a> Socks5<'a> {
@@ -210,7 +210,7 @@ mod tests {
                 }
             }
             match last {
-                Err(Error::Proxy(message)) => message,
+                Err(Error::Proxy(cause)) => cause.to_string(),
                 other => panic!("{other:?}"),
             }
         };

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 
 /// Where a [`crate::Dialer`] gets its TLS settings.
 #[derive(Clone, Debug, Default)]
@@ -40,14 +40,14 @@ pub(crate) fn client_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>> {
                 let _ = store.add(cert);
             }
             if store.is_empty() {
-                return Err(Error::Tls("no usable certificates in the platform's store".into()));
+                return Err(Error::Tls(Cause::new("no usable certificates in the platform's store")));
             }
             store
         }
     };
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
+        .map_err(|e| Error::Tls(Cause::with_source("", e)))?
         .with_root_certificates(store)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -55,7 +55,8 @@ pub(crate) fn client_config(roots: &TlsRoots) -> Result<Arc<ClientConfig>> {
 
 /// The name the server's certificate must carry: the URL's host.
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
-    ServerName::try_from(host.to_owned()).map_err(|e| Error::Tls(format!("server name {host:?}: {e}")))
+    ServerName::try_from(host.to_owned())
+        .map_err(|e| Error::Tls(Cause::with_source(format!("server name {host:?}"), e)))
 }
 
 #[cfg(feature = "tls")]
@@ -65,6 +66,6 @@ pub(crate) async fn connect(
     stream: super::BoxedStream,
 ) -> Result<super::ClientStream> {
     let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = connector.connect(server_name(host)?, stream).await.map_err(|e| Error::Tls(e.to_string()))?;
+    let tls = connector.connect(server_name(host)?, stream).await.map_err(|e| Error::Tls(Cause::with_source("", e)))?;
     Ok(super::ClientStream::tls(tls))
 }

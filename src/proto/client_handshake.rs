@@ -35,6 +35,7 @@ use http::{Response, StatusCode};
 use super::extensions::{self, is_token, DeflateConfig, DeflateParams};
 use super::handshake::{accept_key, header_has_token, is_valid_key};
 use super::head::{HeadError, HeadLimits, HeadReader};
+use crate::error::Error;
 
 /// Request headers the handshake writes itself; a caller may not set them.
 pub const RESERVED_HEADERS: [HeaderName; 5] = [
@@ -286,10 +287,11 @@ impl ClientHandshake {
     /// IPv6 one, with an optional port; the resource must be a path and query
     /// of visible ASCII; header values may hold no control character but tab; `headers`
     /// may not hold `Host` or a header the handshake writes itself) and
-    /// writes it. The response head will be read within `limits`.
-    pub fn new(parts: &RequestParts<'_>, limits: HeadLimits) -> Result<Self, String> {
+    /// writes it. The response head will be read within `limits`. A part
+    /// that breaks these rules is an [`Error::InvalidRequest`] saying which.
+    pub fn new(parts: &RequestParts<'_>, limits: HeadLimits) -> Result<Self, Error> {
         let mut request = BytesMut::with_capacity(256);
-        write_request(&mut request, parts)?;
+        write_request(&mut request, parts).map_err(Error::InvalidRequest)?;
         Ok(ClientHandshake {
             key: parts.key.to_owned(),
             subprotocols: parts.subprotocols.to_vec(),
