@@ -8,15 +8,20 @@
 //! Deadlines and keepalive use the stream's timeouts ([`Transport`]).
 //!
 //! One thread per connection is the model: a server accepts on one thread
-//! and hands each connection to a thread of its own.
+//! and hands each connection to a thread of its own. When other threads
+//! must write to it too (a broadcast), [`Conn::split`] gives a
+//! [`ReadHalf`] for the connection's thread, a [`WriteHalf`], and
+//! [`Handle`]s for control frames and closing from anywhere.
 
 mod conn;
 mod dial;
 mod head_io;
 mod proxy;
+mod split;
 mod upgrade;
 
 pub use crate::upgrade::Upgrader;
-pub use conn::{Conn, MessageReader, MessageWriter, Transport};
+pub use conn::{Conn, MessageReader, MessageWriter, Split, Transport};
 pub use dial::{connect, connect_on, ClientStream};
+pub use split::{Handle, ReadHalf, WriteHalf};
 pub use upgrade::{accept, accept_with};

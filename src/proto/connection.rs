@@ -149,6 +149,16 @@ impl Connection {
         self.role
     }
 
+    /// How long [`Connection::close`] gives the peer to answer.
+    pub fn close_timeout(&self) -> Duration {
+        self.close_timeout
+    }
+
+    /// How much input [`Connection::receive_into`] asks for at least.
+    pub fn read_buffer_size(&self) -> usize {
+        self.read_buffer_size
+    }
+
     /// Whether permessage-deflate was agreed.
     pub fn compression_negotiated(&self) -> bool {
         self.sender.compression_negotiated()
