@@ -107,6 +107,8 @@ pub struct Cause {
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
 }
 
+// Made only by the dialers and JSON, which a build may leave out.
+#[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
 impl Cause {
     /// A cause with no underlying error.
     pub(crate) fn new(context: impl Into<String>) -> Self {

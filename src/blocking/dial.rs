@@ -17,7 +17,7 @@ use super::conn::{Conn, Transport};
 use super::head_io::read_head;
 use super::proxy::tunnel;
 use crate::dial::{Answer, Dialer, Target, BODY_EXCERPT_TIME};
-use crate::error::{Cause, Error, Result};
+use crate::error::{Error, Result};
 use crate::proto::client_handshake::ClientHandshake;
 use crate::proto::Role;
 
@@ -112,13 +112,16 @@ fn connect_tcp(host: &str, port: u16, deadline: Deadline) -> Result<TcpStream> {
 fn tls_connect(dialer: &Dialer, host: &str, mut tcp: TcpStream, deadline: Deadline) -> Result<TlsStream> {
     let config = crate::dial::client_config(&dialer.tls)?;
     let name = crate::dial::server_name(host)?;
-    let mut tls = rustls::ClientConnection::new(config, name).map_err(|e| Error::Tls(Cause::with_source("", e)))?;
+    let mut tls =
+        rustls::ClientConnection::new(config, name).map_err(|e| Error::Tls(crate::error::Cause::with_source("", e)))?;
     let mut io = Timed::new(&mut tcp, deadline);
     while tls.is_handshaking() {
         match tls.complete_io(&mut io) {
-            Ok((0, 0)) if tls.is_handshaking() => return Err(Error::Tls(Cause::new("the TLS handshake stalled"))),
+            Ok((0, 0)) if tls.is_handshaking() => {
+                return Err(Error::Tls(crate::error::Cause::new("the TLS handshake stalled")))
+            }
             Ok(_) => {}
-            Err(e) => return Err(Error::Tls(Cause::with_source("", e))),
+            Err(e) => return Err(Error::Tls(crate::error::Cause::with_source("", e))),
         }
     }
     Ok(rustls::StreamOwned::new(tls, tcp))

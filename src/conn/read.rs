@@ -16,9 +16,9 @@ use tokio::time::Sleep;
 
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
-use crate::error::{CloseError, Error, Result};
+use crate::error::{Error, Result};
 use crate::handlers::{CloseHandler, ControlContext, Handlers, PingPongHandler};
-use crate::proto::close::received_code;
+use crate::proto::close::{closed_by_peer, failing_close};
 use crate::proto::connection::REPLY_TIMEOUT;
 use crate::proto::deflate::Inflater;
 use crate::proto::outbox::Origin;
@@ -337,10 +337,7 @@ impl<S: Stream> ReadHalf<S> {
 
     fn on_close(&mut self, frame: Option<CloseFrame>) {
         self.shared.mark_close_received();
-        let closed = Error::Closed(CloseError {
-            code: received_code(frame.as_ref()),
-            reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
-        });
+        let closed = closed_by_peer(frame.as_ref());
         let handler = self.handlers.close.clone();
         self.run_handler(true, |ctx| handler(frame.as_ref(), ctx));
         self.error.get_or_insert(closed);
@@ -374,9 +371,8 @@ impl<S: Stream> ReadHalf<S> {
     /// Fails the connection (RFC 6455 §7.1.7): send a close frame with the
     /// code the violation calls for, then shut the stream down.
     fn fail(&mut self, violation: ProtocolError) {
-        let code = violation.close_code();
+        let _ = self.shared.queue_control(Origin::User, OpCode::Close, &failing_close(&violation));
         self.error = Some(Error::Protocol(violation));
-        let _ = self.shared.queue_control(Origin::User, OpCode::Close, &CloseFrame::new(code, "").encode());
         self.start_closing();
     }
 

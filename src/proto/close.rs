@@ -181,6 +181,20 @@ pub(crate) fn received_code(frame: Option<&CloseFrame>) -> CloseCode {
     frame.map_or(CloseCode::NO_STATUS_RECEIVED, |f| f.code)
 }
 
+/// What every read reports once the peer's close frame has arrived.
+pub(crate) fn closed_by_peer(frame: Option<&CloseFrame>) -> crate::error::Error {
+    crate::error::Error::Closed(crate::error::CloseError {
+        code: received_code(frame),
+        reason: frame.map(|f| f.reason.clone()).unwrap_or_default(),
+    })
+}
+
+/// The close frame that fails the connection for `violation` (RFC 6455
+/// §7.1.7): its code, no reason.
+pub(crate) fn failing_close(violation: &super::ProtocolError) -> bytes::Bytes {
+    CloseFrame::new(violation.close_code(), "").encode()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::close::{received_code, CloseFrame};
+use super::close::{closed_by_peer, failing_close, CloseFrame};
 use super::decoder::{Decoder, Event as Decoded};
 use super::deflate::Inflater;
 use super::encoder::encode_frame;
@@ -37,7 +37,7 @@ use super::outbox::{control_frame, Origin, Outbox};
 use super::sender::{is_valid_control, Fragments, Sender};
 use super::{MessageType, OpCode, ProtocolError, Role};
 use crate::config::Config;
-use crate::error::{CloseError, Error, Result};
+use crate::error::{Error, Result};
 use crate::prepared::PreparedMessage;
 
 /// How long a close frame that ends the connection (an answer to the peer's
@@ -246,10 +246,7 @@ impl Connection {
             }
             Decoded::Close(frame) => {
                 self.close_received = true;
-                self.error = Some(Error::Closed(CloseError {
-                    code: received_code(frame.as_ref()),
-                    reason: frame.as_ref().map(|f| f.reason.clone()).unwrap_or_default(),
-                }));
+                self.error = Some(closed_by_peer(frame.as_ref()));
                 // Our close (sent before, or the answer the driver queues
                 // next) gets a bounded time to leave.
                 self.arm(now + REPLY_TIMEOUT);
@@ -259,8 +256,7 @@ impl Connection {
     }
 
     fn fail(&mut self, violation: ProtocolError, now: Instant) -> Error {
-        let code = violation.close_code();
-        let _ = self.queue_control(Origin::User, OpCode::Close, &CloseFrame::new(code, "").encode());
+        let _ = self.queue_control(Origin::User, OpCode::Close, &failing_close(&violation));
         self.error = Some(Error::Protocol(violation));
         self.failed = true;
         self.arm(now + REPLY_TIMEOUT);
