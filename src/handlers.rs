@@ -99,6 +99,23 @@ pub(crate) struct Handlers {
     pub(crate) close: CloseHandler,
 }
 
+impl Handlers {
+    /// Sets the ping handler; `None` restores the default.
+    pub(crate) fn set_ping(&mut self, handler: Option<PingPongHandler>) {
+        self.ping = handler.unwrap_or_else(default_ping_handler);
+    }
+
+    /// Sets the pong handler; `None` restores the default.
+    pub(crate) fn set_pong(&mut self, handler: Option<PingPongHandler>) {
+        self.pong = handler.unwrap_or_else(default_pong_handler);
+    }
+
+    /// Sets the close handler; `None` restores the default.
+    pub(crate) fn set_close(&mut self, handler: Option<CloseHandler>) {
+        self.close = handler.unwrap_or_else(default_close_handler);
+    }
+}
+
 impl Default for Handlers {
     fn default() -> Self {
         Handlers { ping: default_ping_handler(), pong: default_pong_handler(), close: default_close_handler() }

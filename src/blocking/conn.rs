@@ -574,18 +574,18 @@ impl<S: Transport> Conn<S> {
 
     /// Sets the handler for received pings; `None` restores the default (a pong).
     pub fn set_ping_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.reading.handlers.ping = handler.unwrap_or_else(crate::handlers::default_ping_handler);
+        self.reading.handlers.set_ping(handler);
     }
 
     /// Sets the handler for received pongs; `None` restores the default (nothing).
     pub fn set_pong_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.reading.handlers.pong = handler.unwrap_or_else(crate::handlers::default_pong_handler);
+        self.reading.handlers.set_pong(handler);
     }
 
     /// Sets the handler for a received close; `None` restores the default
     /// (echo the code).
     pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
-        self.reading.handlers.close = handler.unwrap_or_else(crate::handlers::default_close_handler);
+        self.reading.handlers.set_close(handler);
     }
 
     /// Whether this end is the server or the client.

@@ -228,7 +228,7 @@ impl<S: Stream> ReadHalf<S> {
     /// Sets the handler for received pings; `None` restores the default (reply
     /// with a pong carrying the same payload).
     pub fn set_ping_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.handlers.ping = handler.unwrap_or_else(crate::handlers::default_ping_handler);
+        self.handlers.set_ping(handler);
     }
 
     /// The handler for received pings.
@@ -238,7 +238,7 @@ impl<S: Stream> ReadHalf<S> {
 
     /// Sets the handler for received pongs; `None` restores the default (do nothing).
     pub fn set_pong_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.handlers.pong = handler.unwrap_or_else(crate::handlers::default_pong_handler);
+        self.handlers.set_pong(handler);
     }
 
     /// The handler for received pongs.
@@ -250,7 +250,7 @@ impl<S: Stream> ReadHalf<S> {
     /// (echo the status code). The read that received the close still returns
     /// [`Error::Closed`] after the handler ran, unless the handler failed.
     pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
-        self.handlers.close = handler.unwrap_or_else(crate::handlers::default_close_handler);
+        self.handlers.set_close(handler);
     }
 
     /// The handler for a received close frame.
