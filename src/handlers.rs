@@ -99,6 +99,7 @@ pub(crate) struct Handlers {
     pub(crate) close: CloseHandler,
 }
 
+#[cfg(any(feature = "tokio", feature = "blocking"))]
 impl Handlers {
     /// Sets the ping handler; `None` restores the default.
     pub(crate) fn set_ping(&mut self, handler: Option<PingPongHandler>) {
