@@ -13,6 +13,7 @@ echo "== the blocking API alone: no tokio, no hyper in the tree"
 cargo clippy --quiet --lib --no-default-features --features blocking,rustls -- -D warnings
 cargo clippy --quiet --lib --no-default-features --features blocking -- -D warnings
 cargo clippy --quiet --lib --no-default-features -- -D warnings
+cargo clippy --quiet --lib --no-default-features --features tokio -- -D warnings
 if cargo tree --no-default-features --features blocking,rustls -e normal --prefix none | grep -E '^(tokio|hyper)'; then
   echo "the blocking-only build pulls in the crates above" >&2
   exit 1

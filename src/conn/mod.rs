@@ -33,6 +33,8 @@ mod json;
 mod keepalive;
 mod read;
 mod shared;
+#[cfg(feature = "futures")]
+mod streams;
 mod wake;
 mod write;
 
@@ -57,7 +59,7 @@ pub use read::{MessageReader, ReadHalf};
 pub use shared::Stream;
 pub use write::{MessageWriter, WriteHalf};
 
-use crate::error::Result;
+use crate::error::{CloseError, Result};
 use crate::proto::{CloseFrame, Role};
 use shared::Shared;
 
@@ -259,6 +261,11 @@ impl<S: Stream> Conn<S> {
     /// Sets the close handler; see [`ReadHalf::set_close_handler`].
     pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
         self.read.set_close_handler(handler);
+    }
+
+    /// How the connection was closed; see [`ReadHalf::close_error`].
+    pub fn close_error(&self) -> Option<&CloseError> {
+        self.read.close_error()
     }
 
     /// Whether this end is the server or the client.

@@ -16,7 +16,7 @@ use tokio::time::Sleep;
 
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
-use crate::error::{Error, Result};
+use crate::error::{CloseError, Error, Result};
 use crate::handlers::{CloseHandler, ControlContext, Handlers, PingPongHandler};
 use crate::proto::close::{closed_by_peer, failing_close};
 use crate::proto::connection::REPLY_TIMEOUT;
@@ -76,6 +76,9 @@ pub struct ReadHalf<S: Stream> {
     /// Our close frame is queued: wait (up to this timer) for it to leave,
     /// then shut the stream down.
     closing: Option<Timer>,
+    /// The `futures` stream has returned its last item.
+    #[cfg(feature = "futures")]
+    pub(super) stream_ended: bool,
 }
 
 impl<S: Stream> fmt::Debug for ReadHalf<S> {
@@ -113,6 +116,8 @@ impl<S: Stream> ReadHalf<S> {
             handlers: Handlers::default(),
             assembling: None,
             closing: None,
+            #[cfg(feature = "futures")]
+            stream_ended: false,
         }
     }
 
@@ -124,16 +129,21 @@ impl<S: Stream> ReadHalf<S> {
     /// (a `select!` with a timer, say), it loses nothing: what arrived of a
     /// message is kept, and the next call goes on with it.
     pub async fn read_message(&mut self) -> Result<Message> {
+        poll_fn(|cx| self.poll_read_message(cx)).await
+    }
+
+    /// [`ReadHalf::read_message`] in poll form.
+    pub(crate) fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
         // The common case, done without waiting: a whole message is buffered.
         if self.assembling.is_none() && self.closing.is_none() && self.error.is_none() {
             match self.decoder.decode_message(&mut self.buf) {
-                Ok(Some((kind, data))) => return Ok(self.message(kind, data)),
+                Ok(Some((kind, data))) => return Poll::Ready(Ok(self.message(kind, data))),
                 Ok(None) => {}
                 // Reported by the general path below, after the close frame.
                 Err(violation) => self.fail(violation),
             }
         }
-        poll_fn(|cx| self.poll_message(cx)).await
+        self.poll_message(cx)
     }
 
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Message>> {
@@ -268,6 +278,14 @@ impl<S: Stream> ReadHalf<S> {
         self.shared.subprotocol.as_deref()
     }
 
+    /// How the connection was closed, once reads ended with a close: the
+    /// peer's code and reason (1005 when its close had no code, 1006 when
+    /// the stream ended without a close frame). `None` while reads go on and
+    /// after reads ended otherwise (see the error they returned).
+    pub fn close_error(&self) -> Option<&CloseError> {
+        self.error.as_ref().and_then(Error::close_error)
+    }
+
     /// The permanent read error, once there is one.
     pub(crate) fn error(&self) -> Option<&Error> {
         self.error.as_ref()
@@ -275,12 +293,17 @@ impl<S: Stream> ReadHalf<S> {
 
     /// Reads and discards until the peer's close frame (or any error) arrives.
     pub(crate) async fn drain_until_closed(&mut self) {
-        let _ = poll_fn(|cx| loop {
-            if let Err(e) = ready!(self.poll_event(cx)) {
-                return Poll::Ready(e);
+        poll_fn(|cx| self.poll_drain(cx)).await;
+    }
+
+    /// Reads and discards until the read side ends (the peer's close, or
+    /// any error).
+    pub(crate) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if ready!(self.poll_event(cx)).is_err() {
+                return Poll::Ready(());
             }
-        })
-        .await;
+        }
     }
 
     /// The read loop: returns the next data event, handling control frames,

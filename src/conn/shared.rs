@@ -15,7 +15,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -422,14 +422,17 @@ impl<S: Stream> Shared<S> {
     /// Waits until everything up to position `end` is written and flushed.
     /// Dropping this wait leaves the bytes queued: the next write, flush or
     /// read finishes them.
+    /// Bytes that are out count as written even when the write side failed
+    /// or was shut down after them.
     pub(crate) fn poll_flushed(&self, cx: &mut Context<'_>, end: u64) -> Poll<Result<()>> {
         self.poll_outbox(cx, |outbox, stream_cx| {
+            if outbox.is_flushed(end) {
+                return Poll::Ready(Ok(()));
+            }
             if let Some(e) = outbox.failure() {
                 return Poll::Ready(Err(e));
             }
-            if !outbox.is_flushed(end) {
-                let _ = self.pump(outbox, stream_cx);
-            }
+            let _ = self.pump(outbox, stream_cx);
             if let Some(e) = outbox.failure() {
                 return Poll::Ready(Err(e));
             }
@@ -591,16 +594,18 @@ impl<S: Stream> Shared<S> {
 
     /// Waits until the reader has seen the peer's close frame, or `deadline`.
     pub(crate) async fn wait_close_received(&self, deadline: Instant) {
-        let wait = async {
-            loop {
-                let notified = self.close_received_notify.notified();
-                if self.close_received() {
-                    return;
-                }
-                notified.await;
+        let _ = tokio::time::timeout_at(deadline.into(), self.until_close_received()).await;
+    }
+
+    /// Waits until the reader has seen the peer's close frame.
+    pub(crate) async fn until_close_received(&self) {
+        loop {
+            let notified = self.close_received_notify.notified();
+            if self.close_received() {
+                return;
             }
-        };
-        let _ = tokio::time::timeout_at(deadline.into(), wait).await;
+            notified.await;
+        }
     }
 
     /// Shuts down the write direction of the stream (a TCP FIN). What still
@@ -639,10 +644,15 @@ impl<S: Stream> Shared<S> {
     /// The end of a close handshake started here: the stream is shut down,
     /// and when the peer's close never came, reads end too.
     pub(crate) async fn finish_close(&self) {
+        std::future::poll_fn(|cx| self.poll_finish_close(cx)).await
+    }
+
+    /// [`Shared::finish_close`] in poll form.
+    pub(crate) fn poll_finish_close(&self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.close_received() {
             self.end_reads(ReadEnd::Closed);
         }
-        self.shutdown().await;
+        self.poll_shutdown(cx)
     }
 
     /// Queues a close frame unless one was queued already, and waits until
@@ -676,6 +686,23 @@ impl ReadEnd {
             ReadEnd::Keepalive => Error::KeepaliveTimeout,
         }
     }
+}
+
+/// Polls `f`, bounded by a write deadline: when `timer` fires first, the
+/// write side fails for good with [`Error::Timeout`] (a frame may be under
+/// way).
+pub(crate) fn poll_timed<S: Stream>(
+    shared: &Shared<S>,
+    timer: &mut Timer,
+    cx: &mut Context<'_>,
+    f: impl FnOnce(&mut Context<'_>) -> Poll<Result<()>>,
+) -> Poll<Result<()>> {
+    if let Poll::Ready(result) = f(cx) {
+        return Poll::Ready(result);
+    }
+    ready!(timer.poll(cx));
+    shared.fail_writes(Error::Timeout);
+    Poll::Ready(Err(Error::Timeout))
 }
 
 /// A deadline as a pollable timer, made only when a wait comes to it.

@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 
-use super::shared::{Frame, Mode, Queued, Shared, Stream, Timer};
+use super::shared::{poll_timed, Frame, Mode, Queued, Shared, Stream, Timer};
 use super::{Handle, PreparedMessage};
 use crate::error::{Error, Result};
 use crate::proto::frame::RSV1;
@@ -28,7 +28,7 @@ use crate::proto::sender::{is_valid_control, Fragments, Sender};
 use crate::proto::{CloseFrame, MessageType, OpCode};
 
 /// A streamed message that has been started and not finished.
-struct OpenMessage {
+pub(super) struct OpenMessage {
     /// Which frame comes next, and whether the last was queued.
     fragments: Fragments,
     /// The next fragment's payload.
@@ -43,12 +43,15 @@ struct OpenMessage {
 /// The sending half of a connection (see [`crate::Conn::split`]).
 pub struct WriteHalf<S: Stream> {
     pub(crate) shared: Arc<Shared<S>>,
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
     /// The message being streamed by a [`MessageWriter`] (boxed: rare, and
     /// the half is part of every connection's state).
-    open: Option<Box<OpenMessage>>,
+    pub(super) open: Option<Box<OpenMessage>>,
     /// Which messages are compressed, and the compressor.
-    sender: Sender,
+    pub(super) sender: Sender,
+    /// What the `futures` sink keeps between calls.
+    #[cfg(feature = "futures")]
+    pub(super) sink: Option<Box<super::streams::SinkState>>,
 }
 
 impl<S: Stream> fmt::Debug for WriteHalf<S> {
@@ -68,15 +71,7 @@ async fn wait<S: Stream>(
     timer: &mut Timer,
     mut f: impl FnMut(&mut Context<'_>) -> Poll<Result<()>>,
 ) -> Result<()> {
-    poll_fn(|cx| {
-        if let Poll::Ready(result) = f(cx) {
-            return Poll::Ready(result);
-        }
-        ready!(timer.poll(cx));
-        shared.fail_writes(Error::Timeout);
-        Poll::Ready(Err(Error::Timeout))
-    })
-    .await
+    poll_fn(|cx| poll_timed(shared, timer, cx, &mut f)).await
 }
 
 /// Waits until everything up to `end` is out: polled in place (no
@@ -127,7 +122,14 @@ impl<S: Stream> WriteHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
         let config = &shared.config;
         let sender = Sender::new(shared.role, config.deflate, config.compression_level, config.compression_threshold);
-        WriteHalf { shared, deadline: None, open: None, sender }
+        WriteHalf {
+            shared,
+            deadline: None,
+            open: None,
+            sender,
+            #[cfg(feature = "futures")]
+            sink: None,
+        }
     }
 
     /// Whether permessage-deflate was agreed for this connection.
@@ -375,7 +377,7 @@ impl<S: Stream> WriteHalf<S> {
     /// Waits for the fragment under way, then queues what is buffered as a
     /// fragment — the final one when `fin` — and waits for it. With `fin`,
     /// the message is then over.
-    fn poll_finish(&mut self, cx: &mut Context<'_>, fin: bool) -> Poll<io::Result<()>> {
+    pub(super) fn poll_finish(&mut self, cx: &mut Context<'_>, fin: bool) -> Poll<io::Result<()>> {
         let Some(open) = &mut self.open else {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };
