@@ -25,6 +25,20 @@
 //! [`tokio::io::AsyncWrite`] that sends fragments and is finished by
 //! [`MessageWriter::close`].
 //!
+//! With the `futures` feature (on by default) a [`Conn`] and its halves are
+//! also a `futures::Stream` of whole messages and a `futures::Sink` of
+//! [`Message`]s; the stream ends when the peer closes normally, and closing
+//! the sink runs the close handshake:
+//!
+//! ```no_run
+//! # #[cfg(feature = "futures")]
+//! # async fn run(conn: silverback::Conn<tokio::net::TcpStream>) -> Result<(), silverback::Error> {
+//! use futures_util::StreamExt;
+//! let (read, write) = conn.split();
+//! read.forward(write).await // an echo, until the peer closes
+//! # }
+//! ```
+//!
 //! # Layers
 //!
 //! ```text
