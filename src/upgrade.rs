@@ -329,14 +329,16 @@ mod hyper_support {
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use http::{Request, Response};
+    use http::header::{HeaderMap, HeaderValue, HOST};
+    use http::{Extensions, Method, Request, Response, Uri, Version};
     use http_body_util::Full;
-    use hyper::upgrade::Upgraded;
+    use hyper::upgrade::{OnUpgrade, Upgraded};
     use hyper_util::rt::TokioIo;
 
     use super::Upgrader;
     use crate::conn::Conn;
     use crate::error::{Error, Result};
+    use crate::proto::handshake::Protocol;
 
     /// The stream of a connection upgraded through hyper.
     pub type UpgradedStream = TokioIo<Upgraded>;
@@ -374,9 +376,13 @@ mod hyper_support {
     }
 
     impl Upgrader {
-        /// Upgrades a request served by hyper 1.x. Returns the `101` response
-        /// to send and a future of the connection (spawn it: it completes only
-        /// after the response has gone out), or the error response to send.
+        /// Upgrades a request served by hyper 1.x: an HTTP/1.1 upgrade, or an
+        /// HTTP/2 extended CONNECT (RFC 8441) on a connection whose server
+        /// was built with `enable_connect_protocol()`. Returns the response to
+        /// send (`101`, or `200` over HTTP/2) and a future of the connection
+        /// (spawn it: it completes only after the response has gone out), or
+        /// the error response to send. Subprotocols, compression and every
+        /// other option apply alike over both versions.
         ///
         /// ```no_run
         /// use bytes::Bytes;
@@ -406,15 +412,26 @@ mod hyper_support {
             &self,
             mut request: Request<B>,
         ) -> std::result::Result<(Response<Full<Bytes>>, Upgrading), UpgradeRefused> {
-            let head = {
-                let mut head = Request::new(());
-                *head.method_mut() = request.method().clone();
-                *head.uri_mut() = request.uri().clone();
-                *head.version_mut() = request.version();
-                *head.headers_mut() = request.headers().clone();
-                head
-            };
-            let mut accepted = match self.options.policy.answer(&head, |_| Ok(http::HeaderMap::new())) {
+            let head = request_head(
+                request.method(),
+                request.uri(),
+                request.version(),
+                request.headers(),
+                request.extensions(),
+            );
+            let on_upgrade = hyper::upgrade::on(&mut request);
+            self.upgrade_head(&head, on_upgrade)
+        }
+
+        /// Decides on a request `head`; accepted, the connection comes from
+        /// `on_upgrade` once the response has gone out.
+        #[allow(clippy::result_large_err)]
+        pub(crate) fn upgrade_head(
+            &self,
+            head: &Request<()>,
+            on_upgrade: OnUpgrade,
+        ) -> std::result::Result<(Response<Full<Bytes>>, Upgrading), UpgradeRefused> {
+            let mut accepted = match self.options.policy.answer(head, |_| Ok(http::HeaderMap::new())) {
                 Ok(accepted) => accepted,
                 Err(refusal) => {
                     let (parts, body) = refusal.response.into_parts();
@@ -427,7 +444,6 @@ mod hyper_support {
                     });
                 }
             };
-            let on_upgrade = hyper::upgrade::on(&mut request);
             let (parts, ()) = std::mem::take(&mut accepted.response).into_parts();
             let response = Response::from_parts(parts, Full::new(Bytes::new()));
             let upgrader = self.clone();
@@ -440,7 +456,36 @@ mod hyper_support {
             Ok((response, upgrading))
         }
     }
+
+    /// The head of a request as the handshake sees it: over HTTP/2, the
+    /// `:protocol` pseudo-header becomes a [`Protocol`] extension and the
+    /// `:authority` the `Host` header.
+    pub(crate) fn request_head(
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Request<()> {
+        let mut head = Request::new(());
+        *head.method_mut() = method.clone();
+        *head.uri_mut() = uri.clone();
+        *head.version_mut() = version;
+        *head.headers_mut() = headers.clone();
+        if let Some(protocol) = extensions.get::<hyper::ext::Protocol>() {
+            head.extensions_mut().insert(Protocol(protocol.as_str().to_owned()));
+        }
+        if !head.headers().contains_key(HOST) {
+            let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(authority) = authority {
+                head.headers_mut().insert(HOST, authority);
+            }
+        }
+        head
+    }
 }
 
+#[cfg(feature = "axum")]
+pub(crate) use hyper_support::request_head;
 #[cfg(feature = "hyper")]
 pub use hyper_support::{UpgradeRefused, UpgradedStream, Upgrading};

@@ -39,11 +39,59 @@ pub fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> b
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Whether `request` asks to upgrade to WebSocket: a `Connection` header with
-/// the `upgrade` token and an `Upgrade` header with the `websocket` token.
+/// Whether `request` asks for a WebSocket: over HTTP/1.1, a `Connection`
+/// header with the `upgrade` token and an `Upgrade` header with the
+/// `websocket` token; over HTTP/2, an extended CONNECT (RFC 8441) whose
+/// `:protocol` is `websocket` (a [`Protocol`] extension, or hyper's).
 pub fn is_websocket_upgrade<B>(request: &Request<B>) -> bool {
-    header_has_token(request.headers(), header::CONNECTION, "upgrade")
-        && header_has_token(request.headers(), header::UPGRADE, "websocket")
+    (header_has_token(request.headers(), header::CONNECTION, "upgrade")
+        && header_has_token(request.headers(), header::UPGRADE, "websocket"))
+        || is_extended_connect(request)
+}
+
+/// The `:protocol` pseudo-header of an HTTP/2 extended CONNECT request
+/// (RFC 8441 §4), carried as a request extension: a driver that hands an
+/// HTTP/2 request to [`super::server_handshake::ServerPolicy::answer`] puts
+/// it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protocol(pub String);
+
+/// The `:protocol` of an extended CONNECT request, if it has one.
+fn connect_protocol<B>(request: &Request<B>) -> Option<&str> {
+    if let Some(Protocol(protocol)) = request.extensions().get::<Protocol>() {
+        return Some(protocol);
+    }
+    #[cfg(feature = "hyper")]
+    if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+        return Some(protocol.as_str());
+    }
+    None
+}
+
+/// Whether `request` is an HTTP/2 extended CONNECT for a WebSocket.
+pub fn is_extended_connect<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT
+        && request.version() == Version::HTTP_2
+        && connect_protocol(request).is_some_and(|p| p.eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks an HTTP/2 extended CONNECT request (RFC 8441 §5): `:protocol`
+/// is `websocket` (400 otherwise) and `Sec-WebSocket-Version` is 13 (426).
+/// There is no key and no `Upgrade`: the stream is the WebSocket.
+pub fn validate_extended_connect<B>(request: &Request<B>) -> Result<(), Rejection> {
+    if !is_extended_connect(request) {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "an HTTP/2 WebSocket is an extended CONNECT with ':protocol' websocket",
+        ));
+    }
+    if !header_has_token(request.headers(), header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(Rejection::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported version: 13 not found in 'Sec-WebSocket-Version' header",
+        ));
+    }
+    Ok(())
 }
 
 /// The subprotocols the client asks for, in its order of preference, from

@@ -32,10 +32,12 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use super::extensions::{self, DeflateConfig, DeflateParams};
-use super::handshake::{same_origin, select_subprotocol, take_response_subprotocol, validate_request, Rejection};
+use super::handshake::{
+    same_origin, select_subprotocol, take_response_subprotocol, validate_extended_connect, validate_request, Rejection,
+};
 use super::head::{HeadError, HeadLimits, HeadReader};
 
 /// Decides whether a request's origin is acceptable.
@@ -71,14 +73,16 @@ impl fmt::Debug for ServerPolicy {
     }
 }
 
-/// An accepted handshake: what was agreed and the `101` response.
+/// An accepted handshake: what was agreed and the response (`101`, or `200`
+/// over HTTP/2).
 #[derive(Debug)]
 pub struct Accepted {
     /// The chosen subprotocol.
     pub protocol: Option<String>,
     /// The agreed permessage-deflate parameters, when compression is on.
     pub deflate: Option<DeflateParams>,
-    /// The `101 Switching Protocols` response, with every header to send.
+    /// The `101 Switching Protocols` response (`200` over HTTP/2), with
+    /// every header to send.
     pub response: Response<()>,
     /// Bytes the client sent after its request head (WebSocket frames sent
     /// early); empty when the request came already parsed.
@@ -125,9 +129,12 @@ impl Refusal {
 }
 
 impl ServerPolicy {
-    /// Decides on a parsed request: checks it (RFC 6455 §4.2.1, then the
-    /// origin policy), picks the subprotocol and compression, then asks
-    /// `callback` for extra response headers or a rejection.
+    /// Decides on a parsed request: checks it (RFC 6455 §4.2.1, or RFC 8441
+    /// for an HTTP/2 extended CONNECT, then the origin policy), picks the
+    /// subprotocol and compression, then asks `callback` for extra response
+    /// headers or a rejection. An HTTP/1.1 request is answered with `101`;
+    /// an HTTP/2 one with `200`, and its request carries the `:protocol` as a
+    /// [`super::handshake::Protocol`] extension and its authority as `Host`.
     ///
     /// The callback's headers may choose the subprotocol with a
     /// `Sec-WebSocket-Protocol` naming one the client requested; they may
@@ -148,7 +155,15 @@ impl ServerPolicy {
         F: FnOnce(&Request<()>) -> Result<HeaderMap, Rejection>,
     {
         let headers = request.headers();
-        let valid = validate_request(request.method(), request.version(), headers)?;
+        // HTTP/2 (RFC 8441): the stream of an extended CONNECT is the
+        // WebSocket, answered with 200 and no key.
+        let http2 = request.method() == Method::CONNECT && request.version() == Version::HTTP_2;
+        let accept = if http2 {
+            validate_extended_connect(request)?;
+            None
+        } else {
+            Some(validate_request(request.method(), request.version(), headers)?.accept)
+        };
         let origin_ok = match &self.check_origin {
             Some(check) => check(request),
             None => same_origin(headers),
@@ -176,14 +191,19 @@ impl ServerPolicy {
             protocol = Some(chosen);
         }
 
-        // The one place the 101 is put together, for raw streams and hyper alike.
+        // The one place the response is put together, for raw streams and
+        // hyper alike: 101 with the accept key, or 200 over HTTP/2.
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        if accept.is_some() {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        }
         let out = response.headers_mut();
-        out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        out.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        if let Ok(value) = HeaderValue::from_str(&valid.accept) {
-            out.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+        if let Some(accept) = accept {
+            out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            out.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            if let Ok(value) = HeaderValue::from_str(&accept) {
+                out.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+            }
         }
         if let Some(value) = protocol.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
             out.insert(header::SEC_WEBSOCKET_PROTOCOL, value);

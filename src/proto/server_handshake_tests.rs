@@ -264,3 +264,66 @@ fn header_values_cannot_split_a_line() {
     write_head(&mut out, StatusCode::OK, &headers);
     assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nx-tab: a b\r\nx-obs: a\xffb\r\n");
 }
+
+/// An HTTP/2 extended CONNECT request (RFC 8441) as a driver hands it over.
+fn connect_request(protocol: Option<&str>, headers: &[(&str, &str)]) -> Request<()> {
+    let mut request = Request::new(());
+    *request.method_mut() = http::Method::CONNECT;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.uri_mut() = "https://example.com/chat".parse().unwrap();
+    request.headers_mut().insert(header::HOST, HeaderValue::from_static("example.com"));
+    for (name, value) in headers {
+        request.headers_mut().append(HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
+    if let Some(protocol) = protocol {
+        request.extensions_mut().insert(crate::proto::handshake::Protocol(protocol.into()));
+    }
+    request
+}
+
+#[test]
+fn an_extended_connect_is_answered_with_200_and_the_same_negotiation() {
+    let policy = ServerPolicy {
+        subprotocols: vec!["chat".into()],
+        compression: Some(DeflateConfig::default()),
+        ..ServerPolicy::default()
+    };
+    let request = connect_request(
+        Some("websocket"),
+        &[
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-protocol", "other, chat"),
+            ("sec-websocket-extensions", "permessage-deflate; client_max_window_bits"),
+            ("origin", "https://example.com"),
+        ],
+    );
+    let accepted = policy.answer(&request, nothing).unwrap();
+    assert_eq!(accepted.response.status(), StatusCode::OK);
+    let headers = accepted.response.headers();
+    for name in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+        assert!(!headers.contains_key(&name), "{name} in an HTTP/2 answer");
+    }
+    assert_eq!(accepted.protocol.as_deref(), Some("chat"));
+    assert_eq!(headers[header::SEC_WEBSOCKET_PROTOCOL], "chat");
+    assert!(accepted.deflate.is_some());
+    assert!(headers[header::SEC_WEBSOCKET_EXTENSIONS].to_str().unwrap().starts_with("permessage-deflate"));
+}
+
+#[test]
+fn an_extended_connect_is_checked_like_an_upgrade() {
+    let policy = ServerPolicy::default();
+    let version = [("sec-websocket-version", "13")];
+    let no_protocol = policy.answer(&connect_request(None, &version), nothing).unwrap_err();
+    assert_eq!(no_protocol.rejection.status, StatusCode::BAD_REQUEST);
+    let other = policy.answer(&connect_request(Some("webtransport"), &version), nothing).unwrap_err();
+    assert_eq!(other.rejection.status, StatusCode::BAD_REQUEST);
+    let no_version = policy.answer(&connect_request(Some("websocket"), &[]), nothing).unwrap_err();
+    assert_eq!(no_version.rejection.status, StatusCode::UPGRADE_REQUIRED);
+    let foreign = [("sec-websocket-version", "13"), ("origin", "https://evil.example")];
+    let origin = policy.answer(&connect_request(Some("websocket"), &foreign), nothing).unwrap_err();
+    assert_eq!(origin.rejection.status, StatusCode::FORBIDDEN);
+    // A CONNECT over HTTP/1.1 is no WebSocket request.
+    let mut h1 = connect_request(Some("websocket"), &version);
+    *h1.version_mut() = http::Version::HTTP_11;
+    assert_eq!(policy.answer(&h1, nothing).unwrap_err().rejection.status, StatusCode::BAD_REQUEST);
+}
