@@ -91,12 +91,17 @@ pub enum Error {
     Tls(Cause),
     /// A keepalive ping got no pong in time: the peer is gone.
     KeepaliveTimeout,
+    /// A WebSocket over HTTP/2 (RFC 8441) could not be opened: the server
+    /// did not choose `h2` by ALPN, did not enable the extended CONNECT
+    /// protocol, or the HTTP/2 connection failed (hyper's error is then the
+    /// cause's source).
+    Http2(Cause),
     /// A message could not be encoded or decoded as JSON (feature `json`);
     /// the cause's source is the `serde_json::Error`.
     Json(Cause),
 }
 
-/// What lies beneath an [`Error::Tls`], [`Error::Proxy`] or [`Error::Json`]:
+/// What lies beneath an [`Error::Tls`], [`Error::Proxy`], [`Error::Http2`] or [`Error::Json`]:
 /// what failed, in words, and the error that made it fail when there is one
 /// (its [`StdError::source`], also reachable with [`Cause::downcast_ref`]).
 ///
@@ -229,6 +234,7 @@ impl Error {
                 Error::BadResponse { reason: reason.clone(), response: Box::new(copy) }
             }
             Error::Proxy(c) => Error::Proxy(c.clone()),
+            Error::Http2(c) => Error::Http2(c.clone()),
             Error::Tls(c) => Error::Tls(c.clone()),
             Error::KeepaliveTimeout => Error::KeepaliveTimeout,
             Error::Json(c) => Error::Json(c.clone()),
@@ -259,6 +265,7 @@ impl fmt::Display for Error {
                 write!(f, "websocket: bad handshake: {reason} (status {})", response.status())
             }
             Error::Proxy(s) => write!(f, "websocket: proxy: {s}"),
+            Error::Http2(s) => write!(f, "websocket: HTTP/2: {s}"),
             Error::Tls(s) => write!(f, "websocket: tls: {s}"),
             Error::KeepaliveTimeout => f.write_str("websocket: keepalive timeout: no pong from the peer"),
             Error::Json(s) => write!(f, "websocket: json: {s}"),
@@ -272,7 +279,7 @@ impl StdError for Error {
             Error::Io(e) => Some(e),
             Error::Protocol(e) => Some(e),
             // The cause's own source: its words are already in this error's message.
-            Error::Proxy(c) | Error::Tls(c) | Error::Json(c) => c.source(),
+            Error::Proxy(c) | Error::Tls(c) | Error::Http2(c) | Error::Json(c) => c.source(),
             _ => None,
         }
     }

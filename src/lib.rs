@@ -154,6 +154,8 @@ pub use dial::TlsRoots;
 pub use dial::{connect, ClientStream};
 #[cfg(any(feature = "tokio", feature = "blocking"))]
 pub use dial::{CookieJar, Dialer, MemoryCookieJar, Proxy};
+#[cfg(feature = "hyper")]
+pub use dial::{Http2Connection, Http2Mode};
 pub use error::{Cause, CloseError, Error, Result};
 pub use handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,

@@ -20,6 +20,25 @@ use crate::handshake_io::read_head;
 use crate::proto::client_handshake::ClientHandshake;
 use crate::proto::Role;
 
+#[cfg(feature = "hyper")]
+pub(crate) use super::http2::Alpn;
+#[cfg(feature = "hyper")]
+use super::http2::Http2Mode;
+
+/// What a TLS dial offers by ALPN (nothing without HTTP/2 support).
+#[cfg(not(feature = "hyper"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alpn {
+    None,
+}
+
+#[cfg(all(feature = "tls", not(feature = "hyper")))]
+impl Alpn {
+    fn protocols(self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
+}
+
 /// Opens the transport to a host and port: the target, or the proxy when one
 /// is used. Returns any stream.
 pub type ConnectFn =
@@ -53,7 +72,11 @@ impl Dialer {
         // Boxed, so that the short-lived dialing state does not stay in the
         // caller's future for the life of the connection.
         let dial = Box::pin(async {
-            let stream = self.open(&target).await?;
+            #[cfg(feature = "hyper")]
+            if let Some(answer) = self.dial_http2(&target).await? {
+                return answer;
+            }
+            let stream = self.open(&target, Alpn::None).await?;
             self.handshake(stream, &target, request).await
         });
         match self.handshake_timeout {
@@ -87,7 +110,36 @@ impl Dialer {
         }
     }
 
-    async fn open(&self, target: &Target) -> Result<ClientStream> {
+    /// Dials as the HTTP/2 mode says: `Some` with the outcome when the
+    /// dial was made (over HTTP/2, or over HTTP/1.1 on a connection that
+    /// ALPN settled), `None` to dial over HTTP/1.1 as usual.
+    #[cfg(feature = "hyper")]
+    async fn dial_http2(&self, target: &Target) -> Result<Option<Result<(Conn<ClientStream>, Response<()>)>>> {
+        let alpn = match (self.http2, target.tls) {
+            (Http2Mode::Off, _) | (Http2Mode::Prefer, false) => return Ok(None),
+            (Http2Mode::Prefer, true) => Alpn::H2OrHttp1,
+            (Http2Mode::Only, _) => Alpn::H2,
+        };
+        let stream = self.open(target, alpn).await?;
+        if target.tls && !stream.alpn_is_h2() {
+            if self.http2 == Http2Mode::Only {
+                return Err(Error::Http2(crate::error::Cause::new("the server did not choose h2 by ALPN")));
+            }
+            // The server chose HTTP/1.1 on this connection.
+            return Ok(Some(self.handshake(stream, target, self.request(target)?).await));
+        }
+        match self.start_http2(stream, target).await? {
+            Some(connection) => Ok(Some(connection.open_target(target).await)),
+            None if self.http2 == Http2Mode::Only => Err(super::http2::no_extended_connect()),
+            // HTTP/2 without WebSockets: HTTP/1.1 on a new connection.
+            None => {
+                let stream = self.open(target, Alpn::None).await?;
+                Ok(Some(self.handshake(stream, target, self.request(target)?).await))
+            }
+        }
+    }
+
+    pub(crate) async fn open(&self, target: &Target, alpn: Alpn) -> Result<ClientStream> {
         let mut stream = match self.proxy.resolve(target)? {
             Some(server) => {
                 server.check(target)?;
@@ -101,11 +153,11 @@ impl Dialer {
             #[cfg(feature = "tls")]
             {
                 let config = super::tls::client_config(&self.tls)?;
-                stream = super::tls::connect(config, &target.host, stream.into_boxed()).await?;
+                stream = super::tls::connect(config, &alpn.protocols(), &target.host, stream.into_boxed()).await?;
             }
             #[cfg(not(feature = "tls"))]
             {
-                let _ = &mut stream;
+                let _ = (&mut stream, alpn);
                 return Err(Error::InvalidUrl("wss:// needs the `tls` feature".into()));
             }
         }

@@ -15,6 +15,8 @@
 #[cfg(feature = "tokio")]
 mod connect;
 mod cookies;
+#[cfg(feature = "hyper")]
+mod http2;
 mod proxy;
 mod socks5;
 #[cfg(feature = "tokio")]
@@ -38,6 +40,8 @@ use http::Response;
 #[cfg(feature = "tokio")]
 pub use connect::{connect, ConnectFn};
 pub use cookies::{CookieJar, MemoryCookieJar};
+#[cfg(feature = "hyper")]
+pub use http2::{Http2Connection, Http2Mode};
 pub use proxy::Proxy;
 #[cfg(feature = "tokio")]
 pub use stream::{AsyncStream, BoxedStream, ClientStream};
@@ -100,6 +104,8 @@ pub struct Dialer {
     jar: Option<Arc<dyn CookieJar>>,
     max_response_bytes: usize,
     max_response_headers: usize,
+    #[cfg(feature = "hyper")]
+    http2: Http2Mode,
 }
 
 impl Default for Dialer {
@@ -119,6 +125,8 @@ impl Default for Dialer {
             jar: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            #[cfg(feature = "hyper")]
+            http2: Http2Mode::Off,
         }
     }
 }
@@ -233,10 +241,54 @@ impl Dialer {
         self
     }
 
+    /// Whether WebSockets go over HTTP/2 (RFC 8441); see [`Http2Mode`]. Off
+    /// by default. [`Dialer::connect_http2`] opens an HTTP/2 connection
+    /// for several WebSockets whatever this says. Async dials only.
+    #[cfg(feature = "hyper")]
+    pub fn http2(mut self, mode: Http2Mode) -> Self {
+        self.http2 = mode;
+        self
+    }
+
     /// Builds and checks the whole handshake request for `target`, before
     /// any connection is made: nothing a caller gives (subprotocols, headers,
     /// `Host`, cookies from the jar) can add a header or break a line.
     pub(crate) fn request(&self, target: &Target) -> Result<ClientHandshake> {
+        let (host, headers) = self.request_headers(target)?;
+        let key = BASE64.encode(rand::random::<[u8; 16]>());
+        let parts = RequestParts {
+            resource: &target.resource,
+            host: &host,
+            key: &key,
+            subprotocols: &self.subprotocols,
+            compression: self.compression,
+            headers: &headers,
+        };
+        let limits = HeadLimits { max_bytes: self.max_response_bytes, max_headers: self.max_response_headers };
+        ClientHandshake::new(&parts, limits)
+    }
+
+    /// The same request for a stream of an HTTP/2 connection (RFC 8441).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn http2_request(&self, target: &Target) -> Result<client_handshake::Http2Handshake> {
+        let (host, headers) = self.request_headers(target)?;
+        // Checked like the HTTP/1.1 request's; HTTP/2 sends no key.
+        let key = BASE64.encode([0u8; 16]);
+        let parts = RequestParts {
+            resource: &target.resource,
+            host: &host,
+            key: &key,
+            subprotocols: &self.subprotocols,
+            compression: self.compression,
+            headers: &headers,
+        };
+        client_handshake::Http2Handshake::new(&parts, if target.tls { "https" } else { "http" })
+    }
+
+    /// The `Host` value and the other headers of a request for `target`:
+    /// the dialer's headers, `Authorization` from the URL, cookies from
+    /// the jar.
+    fn request_headers(&self, target: &Target) -> Result<(String, HeaderMap)> {
         let invalid = Error::InvalidRequest;
         client_handshake::check_subprotocols(&self.subprotocols).map_err(invalid)?;
         let mut headers = self.headers.clone();
@@ -265,17 +317,7 @@ impl Dialer {
             })?;
             headers.append(header::COOKIE, value);
         }
-        let key = BASE64.encode(rand::random::<[u8; 16]>());
-        let parts = RequestParts {
-            resource: &target.resource,
-            host: &host,
-            key: &key,
-            subprotocols: &self.subprotocols,
-            compression: self.compression,
-            headers: &headers,
-        };
-        let limits = HeadLimits { max_bytes: self.max_response_bytes, max_headers: self.max_response_headers };
-        ClientHandshake::new(&parts, limits)
+        Ok((host, headers))
     }
 
     /// What the server's response means, once its head was read (`None`:

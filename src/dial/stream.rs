@@ -18,6 +18,10 @@ pub type BoxedStream = Box<dyn AsyncStream>;
 /// The stream of a connection opened by [`crate::Dialer`].
 pub struct ClientStream {
     inner: Inner,
+    /// A stream of an HTTP/2 connection (RFC 8441).
+    http2: bool,
+    /// An HTTP/2 stream whose connection is encrypted.
+    http2_tls: bool,
 }
 
 enum Inner {
@@ -35,22 +39,34 @@ impl fmt::Debug for ClientStream {
             #[cfg(feature = "tls")]
             Inner::Tls(_) => "tls",
         };
-        f.debug_struct("ClientStream").field("kind", &kind).finish()
+        f.debug_struct("ClientStream").field("kind", &kind).field("http2", &self.http2).finish()
     }
 }
 
 impl ClientStream {
     pub(crate) fn tcp(stream: TcpStream) -> Self {
-        ClientStream { inner: Inner::Tcp(stream) }
+        ClientStream { inner: Inner::Tcp(stream), http2: false, http2_tls: false }
     }
 
     pub(crate) fn boxed(stream: BoxedStream) -> Self {
-        ClientStream { inner: Inner::Boxed(stream) }
+        ClientStream { inner: Inner::Boxed(stream), http2: false, http2_tls: false }
+    }
+
+    /// A WebSocket on a stream of an HTTP/2 connection.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn http2(stream: BoxedStream, tls: bool) -> Self {
+        ClientStream { inner: Inner::Boxed(stream), http2: true, http2_tls: tls }
+    }
+
+    /// True for a WebSocket carried by a stream of an HTTP/2 connection
+    /// (RFC 8441).
+    pub fn is_http2(&self) -> bool {
+        self.http2
     }
 
     #[cfg(feature = "tls")]
     pub(crate) fn tls(stream: tokio_rustls::client::TlsStream<BoxedStream>) -> Self {
-        ClientStream { inner: Inner::Tls(Box::new(stream)) }
+        ClientStream { inner: Inner::Tls(Box::new(stream)), http2: false, http2_tls: false }
     }
 
     /// Turns a plain stream into a boxed one, for layering TLS on it.
@@ -72,8 +88,21 @@ impl ClientStream {
         }
     }
 
+    /// Whether TLS settled on HTTP/2 (ALPN `h2`).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn alpn_is_h2(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if let Inner::Tls(s) = &self.inner {
+            return s.get_ref().1.alpn_protocol() == Some(b"h2");
+        }
+        false
+    }
+
     /// True when the connection is encrypted with TLS.
     pub fn is_tls(&self) -> bool {
+        if self.http2_tls {
+            return true;
+        }
         #[cfg(feature = "tls")]
         if let Inner::Tls(_) = &self.inner {
             return true;

@@ -61,10 +61,16 @@ pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>> {
 
 #[cfg(feature = "tls")]
 pub(crate) async fn connect(
-    config: Arc<ClientConfig>,
+    mut config: Arc<ClientConfig>,
+    alpn: &[Vec<u8>],
     host: &str,
     stream: super::BoxedStream,
 ) -> Result<super::ClientStream> {
+    if !alpn.is_empty() {
+        let mut with_alpn = (*config).clone();
+        with_alpn.alpn_protocols = alpn.to_vec();
+        config = Arc::new(with_alpn);
+    }
     let connector = tokio_rustls::TlsConnector::from(config);
     let tls = connector.connect(server_name(host)?, stream).await.map_err(|e| Error::Tls(Cause::with_source("", e)))?;
     Ok(super::ClientStream::tls(tls))

@@ -29,11 +29,11 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
-use http::{Response, StatusCode};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use super::extensions::{self, is_token, DeflateConfig, DeflateParams};
-use super::handshake::{accept_key, header_has_token, is_valid_key};
+use super::handshake::{accept_key, header_has_token, is_valid_key, Protocol};
 use super::head::{HeadError, HeadLimits, HeadReader};
 use crate::error::Error;
 
@@ -204,19 +204,37 @@ pub fn validate_response<B>(response: &Response<B>, key: &str, offered: &[String
         (Some(_), None) => return Err("'Sec-WebSocket-Accept' does not match the key".into()),
         (None, _) => return Err("'Sec-WebSocket-Accept' missing from the response".into()),
     }
+    chosen_subprotocol(headers, offered)
+}
+
+/// The subprotocol a response chose: at most one, and one that was offered.
+fn chosen_subprotocol(headers: &HeaderMap, offered: &[String]) -> Result<Option<String>, String> {
     let mut protocols = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
-    let protocol = match (protocols.next(), protocols.next()) {
-        (None, _) => None,
+    match (protocols.next(), protocols.next()) {
+        (None, _) => Ok(None),
         (Some(value), None) => {
             let value = value.to_str().map_err(|_| "invalid 'Sec-WebSocket-Protocol' in the response")?.trim();
             if !offered.iter().any(|p| p == value) {
                 return Err(format!("the server chose subprotocol {value:?}, which was not offered"));
             }
-            Some(value.to_owned())
+            Ok(Some(value.to_owned()))
         }
-        (Some(_), Some(_)) => return Err("more than one 'Sec-WebSocket-Protocol' in the response".into()),
-    };
-    Ok(protocol)
+        (Some(_), Some(_)) => Err("more than one 'Sec-WebSocket-Protocol' in the response".into()),
+    }
+}
+
+/// The permessage-deflate parameters a response agreed to: only what was
+/// offered (RFC 6455 §4.1, item 5).
+fn agreed_deflate(headers: &HeaderMap, offered: Option<&DeflateConfig>) -> Result<Option<DeflateParams>, String> {
+    let accepted: Vec<&str> =
+        headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok()).collect();
+    match (offered, accepted.is_empty()) {
+        (_, true) => Ok(None),
+        (Some(ours), false) => extensions::client_accept(&accepted.join(", "), ours)
+            .map(Some)
+            .map_err(|why| format!("invalid permessage-deflate response: {why}")),
+        (None, false) => Err(format!("the server accepted an extension that was not offered: {}", accepted.join(", "))),
+    }
 }
 
 /// The first bytes of a refusal's body, kept with the error (at most 1 KiB).
@@ -341,27 +359,112 @@ impl ClientHandshake {
             Ok(protocol) => protocol,
             Err(reason) => return Err(ClientError::BadResponse { reason, response: Box::new(response), body: early }),
         };
-        let accepted: Vec<&str> = response
-            .headers()
-            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        // RFC 6455 §4.1, item 5: only an extension that was offered.
-        let deflate = match (&self.compression, accepted.is_empty()) {
-            (_, true) => Ok(None),
-            (Some(ours), false) => extensions::client_accept(&accepted.join(", "), ours)
-                .map(Some)
-                .map_err(|why| format!("invalid permessage-deflate response: {why}")),
-            (None, false) => {
-                Err(format!("the server accepted an extension that was not offered: {}", accepted.join(", ")))
-            }
-        };
-        match deflate {
+        match agreed_deflate(response.headers(), self.compression.as_ref()) {
             Ok(deflate) => Ok(Some(ClientAccepted { protocol, deflate, response, early })),
             Err(reason) => {
                 Err(ClientError::BadResponse { reason, response: Box::new(response), body: BytesMut::new() })
             }
+        }
+    }
+}
+
+/// The client's handshake over HTTP/2 (RFC 8441): the extended CONNECT
+/// request to send on a new stream of a connection whose server enabled
+/// the extended CONNECT protocol, and the check of the server's answer.
+///
+/// ```
+/// use http::{HeaderMap, Response, StatusCode};
+/// use silverback::proto::client_handshake::{Http2Handshake, RequestParts};
+///
+/// let headers = HeaderMap::new();
+/// let subprotocols = ["chat".to_string()];
+/// let parts = RequestParts {
+///     resource: "/chat",
+///     host: "example.com",
+///     key: "dGhlIHNhbXBsZSBub25jZQ==",
+///     subprotocols: &subprotocols,
+///     compression: None,
+///     headers: &headers,
+/// };
+/// let handshake = Http2Handshake::new(&parts, "https").unwrap();
+/// let request = handshake.request();
+/// assert_eq!(request.method(), http::Method::CONNECT);
+/// assert_eq!(request.uri(), "https://example.com/chat");
+/// let mut response = Response::new(());
+/// response.headers_mut().insert("sec-websocket-protocol", "chat".parse().unwrap());
+/// assert_eq!(handshake.check(response).unwrap().protocol.as_deref(), Some("chat"));
+/// ```
+#[derive(Debug)]
+pub struct Http2Handshake {
+    subprotocols: Vec<String>,
+    compression: Option<DeflateConfig>,
+    request: Request<()>,
+}
+
+impl Http2Handshake {
+    /// Checks the parts as [`ClientHandshake::new`] does and builds the
+    /// request: `CONNECT` with `:protocol` websocket (a [`Protocol`]
+    /// extension for the driver to map to its HTTP/2 library's), the
+    /// `:scheme` given (`https` or `http`), `:authority` from `host`, and
+    /// the same `Sec-WebSocket-*` offers as over HTTP/1.1, without a key.
+    pub fn new(parts: &RequestParts<'_>, scheme: &str) -> Result<Self, Error> {
+        check_request(parts).map_err(Error::InvalidRequest)?;
+        let uri = format!("{scheme}://{}{}", parts.host, parts.resource)
+            .parse::<http::Uri>()
+            .map_err(|e| Error::InvalidRequest(format!("invalid request target: {e}")))?;
+        let mut request = Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.version_mut() = Version::HTTP_2;
+        *request.uri_mut() = uri;
+        request.extensions_mut().insert(Protocol("websocket".into()));
+        let headers = request.headers_mut();
+        headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        let invalid = |what: &str| Error::InvalidRequest(format!("invalid {what} header value"));
+        if !parts.subprotocols.is_empty() {
+            let value = HeaderValue::from_str(&parts.subprotocols.join(", ")).map_err(|_| invalid("subprotocol"))?;
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        if let Some(offer) = parts.compression.as_ref().map(extensions::client_offers) {
+            headers.insert(
+                header::SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_str(&offer).map_err(|_| invalid("extension"))?,
+            );
+        }
+        for (name, value) in parts.headers {
+            headers.append(name, value.clone());
+        }
+        Ok(Http2Handshake { subprotocols: parts.subprotocols.to_vec(), compression: parts.compression, request })
+    }
+
+    /// The request to send (a copy).
+    pub fn request(&self) -> Request<()> {
+        let mut request = Request::new(());
+        *request.method_mut() = self.request.method().clone();
+        *request.version_mut() = self.request.version();
+        *request.uri_mut() = self.request.uri().clone();
+        *request.headers_mut() = self.request.headers().clone();
+        request.extensions_mut().insert(Protocol("websocket".into()));
+        request
+    }
+
+    /// Checks the server's answer: a 2xx status (RFC 8441 §5: the stream is
+    /// then the WebSocket), at most one subprotocol, one that was offered,
+    /// and only the extension offered.
+    pub fn check(&self, response: Response<()>) -> Result<ClientAccepted, ClientError> {
+        let refuse = |reason: String, response: Response<()>| ClientError::BadResponse {
+            reason,
+            response: Box::new(response),
+            body: BytesMut::new(),
+        };
+        if !response.status().is_success() {
+            let reason = format!("expected status 200, got {}", response.status());
+            return Err(refuse(reason, response));
+        }
+        let agreed = chosen_subprotocol(response.headers(), &self.subprotocols)
+            .and_then(|protocol| Ok((protocol, agreed_deflate(response.headers(), self.compression.as_ref())?)));
+        match agreed {
+            Ok((protocol, deflate)) => Ok(ClientAccepted { protocol, deflate, response, early: BytesMut::new() }),
+            Err(reason) => Err(refuse(reason, response)),
         }
     }
 }
