@@ -95,6 +95,16 @@
 //! [`Error::BadResponse`], with the server's status, headers and the start
 //! of its body.
 //!
+//! # HTTP/2 and axum
+//!
+//! WebSockets also run on streams of an HTTP/2 connection (RFC 8441). A
+//! server gets them from hyper ([`Upgrader::upgrade`] takes an extended
+//! CONNECT as it takes an HTTP/1.1 upgrade, on a server built with
+//! `enable_connect_protocol()`) or from axum (the `axum` feature's
+//! `silverback::axum::WebSocketUpgrade`); a client asks for them with
+//! `Dialer::http2` (`Http2Mode::Prefer` or `Only`), or opens several on
+//! one connection with `Dialer::connect_http2` (feature `hyper`).
+//!
 //! # Compression
 //!
 //! permessage-deflate (RFC 7692) is off by default; turn it on with

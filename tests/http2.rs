@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use client_support::{dialer, tls, within};
+use client_support::{dialer, start_tinyproxy, tls, within};
 use http::{Request, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use silverback::{Error, Http2Mode, MessageType, TlsRoots, Upgrader};
+use silverback::{Error, Http2Mode, MemoryCookieJar, MessageType, Proxy, TlsRoots, Upgrader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -38,6 +38,7 @@ enum Speaks {
 struct Seen {
     version: Version,
     path: String,
+    cookie: Option<String>,
 }
 
 struct Server {
@@ -73,9 +74,15 @@ async fn spawn(
                 let service = service_fn(move |request: Request<Incoming>| {
                     let (upgrader, tx) = (upgrader.clone(), tx.clone());
                     async move {
-                        let _ = tx.send(Seen { version: request.version(), path: request.uri().path().to_owned() });
+                        let cookie =
+                            request.headers().get(http::header::COOKIE).map(|v| v.to_str().unwrap().to_owned());
+                        let path = request.uri().path().to_owned();
+                        let _ = tx.send(Seen { version: request.version(), path, cookie });
                         Ok::<_, Infallible>(match upgrader.upgrade(request) {
-                            Ok((response, upgrading)) => {
+                            Ok((mut response, upgrading)) => {
+                                response
+                                    .headers_mut()
+                                    .insert(http::header::SET_COOKIE, "session=h2; Path=/".parse().unwrap());
                                 tokio::spawn(async move {
                                     let Ok(mut conn) = upgrading.await else { return };
                                     while let Ok(message) = conn.read_message().await {
@@ -232,4 +239,30 @@ async fn a_refusal_over_http2_is_a_bad_response_with_its_status_and_body() {
     let d = dialer().http2(Http2Mode::Only).subprotocols(["nope"]);
     let (conn, _) = within(d.connect(&url)).await.unwrap();
     assert_eq!(conn.subprotocol(), None);
+}
+
+#[tokio::test]
+async fn cookies_and_a_proxy_work_over_http2() {
+    let (acceptor, cert) = tls::self_signed(&["localhost"]);
+    let mut server = spawn(Speaks::Both, Upgrader::new(), Some((acceptor, vec!["h2", "http/1.1"]))).await;
+    let proxy = start_tinyproxy(None);
+    let jar = Arc::new(MemoryCookieJar::new());
+    let d = dialer()
+        .tls(TlsRoots::Config(tls::trusting(&cert)))
+        .http2(Http2Mode::Only)
+        .cookie_jar(jar)
+        .proxy(Proxy::Url(url::Url::parse(&format!("http://127.0.0.1:{}", proxy.port)).unwrap()));
+    let url = format!("wss://localhost:{}/first", server.addr.port());
+    let (mut conn, response) = within(d.connect(&url)).await.unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+    assert_eq!(response.headers()[http::header::SET_COOKIE], "session=h2; Path=/");
+    assert!(conn.with_stream(|s| s.is_http2() && s.is_tls()));
+    echo_round(&mut conn, 4).await;
+    let first = within(server.seen.recv()).await.unwrap();
+    assert_eq!((first.version, first.cookie), (Version::HTTP_2, None));
+    // The cookie set by the first answer goes with the next request.
+    let (_again, _) = within(d.connect(&format!("wss://localhost:{}/again", server.addr.port()))).await.unwrap();
+    let again = within(server.seen.recv()).await.unwrap();
+    assert_eq!((again.path.as_str(), again.cookie.as_deref()), ("/again", Some("session=h2")));
+    let log = proxy.log();
+    assert!(log.contains("CONNECT") && log.contains(&server.addr.port().to_string()), "tinyproxy log:\n{log}");
 }
