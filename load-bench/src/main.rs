@@ -15,8 +15,9 @@ use std::process::ExitCode;
 const USAGE: &str = "usage:
   load-bench server <impl> <addr> [--deflate] [--workers N]
       impl: silverback | tokio-tungstenite | fastwebsockets | yawc | tokio-websockets | sockudo-ws | raw-tcp
+            | silverback-hyper | yawc-hyper | axum   (HTTP/1.1 and HTTP/2 with extended CONNECT, on hyper)
   load-bench client <scenario> <addr> [options]
-      scenario: small | large | latency | idle | handshakes";
+      scenario: small | large | latency | idle | handshakes | http2";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -17,9 +17,17 @@
 //!   no size threshold (silverback's defaults; yawc's `low_latency` preset is
 //!   the same; sockudo-ws is configured to match).
 //!
+//! The `*-hyper` servers and `axum` (the http2 scenario's) all run on the same
+//! hyper-util automatic builder, which speaks HTTP/1.1 with upgrades and
+//! HTTP/2 (prior knowledge) with the extended CONNECT protocol enabled
+//! (RFC 8441), with hyper's defaults otherwise; each accepts WebSockets both
+//! ways with the library's own hyper integration.
+//!
 //! On SIGTERM or SIGINT the server prints one summary line to stderr:
-//! connections accepted, and connections that ended in an error other than a
-//! normal close (the first few are printed as they happen).
+//! connections accepted (TCP; the hyper-based servers also count WebSockets,
+//! several of which can share one HTTP/2 connection), and connections or
+//! WebSockets that ended in an error other than a normal close (the first few
+//! are printed as they happen).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,13 +39,28 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{flag_value, has_flag};
 
-pub const IMPLS: &[&str] =
-    &["silverback", "tokio-tungstenite", "fastwebsockets", "yawc", "tokio-websockets", "sockudo-ws", "raw-tcp"];
+pub const IMPLS: &[&str] = &[
+    "silverback",
+    "tokio-tungstenite",
+    "fastwebsockets",
+    "yawc",
+    "tokio-websockets",
+    "sockudo-ws",
+    "raw-tcp",
+    "silverback-hyper",
+    "yawc-hyper",
+    "axum",
+];
 
 /// The implementations that can negotiate permessage-deflate.
-pub const DEFLATE_IMPLS: &[&str] = &["silverback", "yawc", "sockudo-ws"];
+pub const DEFLATE_IMPLS: &[&str] = &["silverback", "yawc", "sockudo-ws", "silverback-hyper", "yawc-hyper"];
+
+/// The implementations served by hyper's automatic HTTP/1.1 + HTTP/2 builder.
+const HYPER_IMPLS: &[&str] = &["silverback-hyper", "yawc-hyper", "axum"];
 
 static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+/// WebSockets upgraded, counted by the hyper-based servers only.
+static WEBSOCKETS: AtomicU64 = AtomicU64::new(0);
 static ERRORS: AtomicU64 = AtomicU64::new(0);
 const ERRORS_PRINTED: u64 = 10;
 
@@ -77,11 +100,19 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "tokio-websockets" => tokio::spawn(tokio_websockets_server(listener)),
             "sockudo-ws" => tokio::spawn(sockudo_server(listener, deflate)),
             "raw-tcp" => tokio::spawn(raw_tcp_server(listener)),
+            "silverback-hyper" => tokio::spawn(silverback_hyper_server(listener, deflate)),
+            "yawc-hyper" => tokio::spawn(yawc_hyper_server(listener, deflate)),
+            "axum" => tokio::spawn(axum_server(listener)),
             _ => unreachable!(),
         };
         wait_for_signal().await;
+        let websockets = if HYPER_IMPLS.contains(&name) {
+            format!(" websockets={}", WEBSOCKETS.load(Ordering::Relaxed))
+        } else {
+            String::new()
+        };
         eprintln!(
-            "server {name} summary: accepted={} errors={}",
+            "server {name} summary: accepted={}{websockets} errors={}",
             ACCEPTED.load(Ordering::Relaxed),
             ERRORS.load(Ordering::Relaxed)
         );
@@ -381,6 +412,170 @@ where
         }
     }
     Ok(())
+}
+
+// ------------------------------------------- hyper, HTTP/1.1 and HTTP/2 (RFC 8441)
+
+/// Serves every connection with hyper-util's automatic builder: HTTP/1.1 with
+/// upgrades, or HTTP/2 with the extended CONNECT protocol enabled (what lets
+/// a client open WebSockets on it, RFC 8441 §3); hyper's defaults otherwise
+/// (1 MiB flow-control windows, 200 concurrent streams).
+async fn hyper_accept_loop<S, B>(listener: TcpListener, what: &'static str, service: S)
+where
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = hyper::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+
+    accept_loop(listener, move |stream| {
+        let service = service.clone();
+        async move {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http2().enable_connect_protocol();
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await
+                .map_err(|e| format!("{what} (hyper): {e:?}"))
+        }
+    })
+    .await
+}
+
+/// silverback's `Upgrader::upgrade` (its documented hyper integration), then
+/// the same loop as the `silverback` server.
+async fn silverback_hyper_server(listener: TcpListener, deflate: bool) {
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper::Request;
+    use silverback::{CloseCode, Upgrader};
+
+    let upgrader = Upgrader::new().enable_compression(deflate);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let upgrader = upgrader.clone();
+        async move {
+            Ok::<_, std::convert::Infallible>(match upgrader.upgrade(request) {
+                Ok((response, upgrading)) => {
+                    tokio::spawn(async move {
+                        match silverback_hyper_echo(upgrading).await {
+                            Ok(()) => {}
+                            Err(e)
+                                if e.is_close(&[
+                                    CloseCode::NORMAL,
+                                    CloseCode::GOING_AWAY,
+                                    CloseCode::NO_STATUS_RECEIVED,
+                                ]) => {}
+                            Err(e) => report("silverback-hyper", e),
+                        }
+                    });
+                    response
+                }
+                Err(refused) => {
+                    report("silverback-hyper upgrade", refused.error);
+                    refused.response
+                }
+            })
+        }
+    });
+    hyper_accept_loop(listener, "silverback-hyper", service).await
+}
+
+/// As `silverback_echo`, once hyper has handed the stream over.
+async fn silverback_hyper_echo(upgrading: silverback::Upgrading) -> Result<(), silverback::Error> {
+    let mut conn = upgrading.await?;
+    WEBSOCKETS.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let msg = conn.read_message().await?;
+        conn.feed_message(msg.kind, &msg.data).await?;
+    }
+}
+
+/// yawc's `WebSocket::upgrade_with_options` (which, with its `http2`
+/// feature, takes an extended CONNECT as well as an HTTP/1.1 upgrade), the
+/// same options and loop as the `yawc` server.
+async fn yawc_hyper_server(listener: TcpListener, deflate: bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::Empty;
+    use hyper::body::{Bytes, Incoming};
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use yawc::frame::OpCode;
+    use yawc::{Options, WebSocket};
+
+    let mut options = Options::default().with_utf8().with_max_payload_read(64 << 20);
+    if deflate {
+        options = options.with_low_latency_compression();
+    }
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let options = options.clone();
+        async move {
+            let (response, fut) = WebSocket::upgrade_with_options(&mut req, options)?;
+            tokio::spawn(async move {
+                let mut ws = match fut.await {
+                    Ok(ws) => ws,
+                    Err(e) => return report("yawc-hyper upgrade", e),
+                };
+                WEBSOCKETS.fetch_add(1, Ordering::Relaxed);
+                while let Some(frame) = ws.next().await {
+                    match frame.opcode() {
+                        OpCode::Text | OpCode::Binary => {
+                            if let Err(e) = ws.send(frame).await {
+                                return report("yawc-hyper", e);
+                            }
+                        }
+                        // yawc answers a close itself, then ends the stream.
+                        _ => {}
+                    }
+                }
+            });
+            Ok::<Response<Empty<Bytes>>, yawc::WebSocketError>(response)
+        }
+    });
+    hyper_accept_loop(listener, "yawc-hyper", service).await
+}
+
+/// axum 0.8's own `WebSocketUpgrade` extractor (tokio-tungstenite 0.29
+/// underneath), routed with `any` so that both the HTTP/1.1 `GET` and the
+/// HTTP/2 `CONNECT` reach it, as in axum's websockets example; the router is
+/// served by the same hyper builder as the other two (what `axum::serve` does,
+/// plus `TCP_NODELAY` and the counters).
+async fn axum_server(listener: TcpListener) {
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use axum::response::Response;
+    use axum::routing::any;
+    use axum::Router;
+    use hyper_util::service::TowerToHyperService;
+
+    async fn echo(mut socket: WebSocket) {
+        WEBSOCKETS.fetch_add(1, Ordering::Relaxed);
+        // tungstenite queues its answer to a close and sends it on the next
+        // read, which then ends the stream: keep reading until then.
+        while let Some(msg) = socket.recv().await {
+            match msg {
+                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
+                    if let Err(e) = socket.send(msg).await {
+                        return report("axum", e);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return report("axum", e),
+            }
+        }
+    }
+
+    async fn handler(ws: WebSocketUpgrade) -> Response {
+        ws.on_failed_upgrade(|e| report("axum upgrade", e)).on_upgrade(echo)
+    }
+
+    let router = Router::new().route("/", any(handler));
+    hyper_accept_loop(listener, "axum", TowerToHyperService::new(router)).await
 }
 
 // -------------------------------------------------------------------- raw-tcp

@@ -4,6 +4,7 @@
 //! Results go to stdout as `RESULT key=value` lines, anomalies that did not
 //! stop the run as `NOTE ...` lines; a failed run exits non-zero.
 
+mod http2;
 mod ws;
 
 use std::net::SocketAddr;
@@ -22,16 +23,18 @@ pub const USAGE: &str = "client options:
   --raw               plain TCP, no WebSocket framing (small, large, latency)
   --deflate           offer permessage-deflate and compress every message
   --connections N     small: 100, large: 4, idle: 10000
-  --depth D           messages in flight per connection (small: 8)
-  --seconds T         measured time (small, large, handshakes: 5)
-  --warmup S          unmeasured time before it (small, large: 0.5)
-  --size B            payload bytes (small, latency: 32; large: 1048576)
+  --streams N         http2: WebSockets on the one HTTP/2 connection (16)
+  --depth D           messages in flight per connection or stream (small, http2: 8)
+  --seconds T         measured time (small, large, http2, handshakes: 5)
+  --warmup S          unmeasured time before it (small, large, http2: 0.5)
+  --size B            payload bytes (small, latency, http2: 32; large: 1048576)
   --count N           latency: round trips measured (20000)
   --workers W         handshakes: concurrent workers (4)
   --server-pid P      the server process: its VmRSS (idle, required) and CPU time (others)
   --no-echo           idle: connections only handshake (default: one echo each, then idle)";
 
-/// Bounds each connection's setup (TCP connect and WebSocket handshake).
+/// Bounds each connection's setup (TCP connect and WebSocket handshake; for
+/// http2, the connection and all its WebSockets).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bounds the close handshake at the end of a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -42,6 +45,7 @@ struct Opts {
     raw: bool,
     deflate: bool,
     connections: usize,
+    streams: usize,
     depth: usize,
     seconds: f64,
     warmup: f64,
@@ -68,6 +72,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
             "idle" => 10_000,
             _ => 100,
         }),
+        streams: flag_value(args, "--streams")?.unwrap_or(16),
         depth: flag_value(args, "--depth")?.unwrap_or(8),
         seconds: flag_value(args, "--seconds")?.unwrap_or(5.0),
         warmup: flag_value(args, "--warmup")?.unwrap_or(0.5),
@@ -80,7 +85,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     if opts.raw && opts.deflate {
         return Err("--raw and --deflate exclude each other".into());
     }
-    if opts.raw && matches!(scenario, "idle" | "handshakes") {
+    if opts.raw && matches!(scenario, "idle" | "handshakes" | "http2") {
         return Err(format!("{scenario} has no raw TCP variant"));
     }
     if !(opts.seconds > 0.0 && opts.seconds <= 600.0 && opts.warmup >= 0.0 && opts.warmup <= 60.0) {
@@ -88,6 +93,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
     if opts.size < 8 || opts.size > 64 << 20 || opts.depth == 0 || opts.connections == 0 || opts.workers == 0 {
         return Err("--size must be in [8, 64 MiB]; --depth, --connections, --workers at least 1".into());
+    }
+    if opts.streams == 0 || opts.streams > 1000 {
+        return Err("--streams must be in [1, 1000]".into());
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     // Every scenario is bounded in time by its own parameters; this bounds the
@@ -101,6 +109,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 "latency" => latency(&opts).await,
                 "idle" => idle(&opts).await,
                 "handshakes" => handshakes(&opts).await,
+                "http2" => http2::run(&opts).await,
                 other => Err(format!("unknown scenario {other:?}")),
             }
         };

@@ -117,7 +117,7 @@ pub async fn handshake(
 }
 
 /// Checks the server's answer to our bare `permessage-deflate` offer.
-fn parse_deflate_response(value: &str) -> Result<DeflateParams, String> {
+pub fn parse_deflate_response(value: &str) -> Result<DeflateParams, String> {
     let mut parts = value.split(';').map(str::trim);
     if parts.next() != Some("permessage-deflate") {
         return Err(format!("handshake: unexpected extension {value:?}"));
@@ -294,6 +294,15 @@ impl Reader {
             Ok(_) => Ok(()),
             Err(e) => Err(format!("read: {e}")),
         }
+    }
+
+    /// Appends bytes received some other way (an HTTP/2 stream's DATA).
+    pub fn push(&mut self, data: &[u8]) {
+        if self.pending > 0 {
+            self.buf.advance(self.pending);
+            self.pending = 0;
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// The next whole data or close message in the buffer, if there is one.
