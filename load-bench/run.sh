@@ -4,8 +4,12 @@
 # pinned to CPU 0, run the load generator pinned to CPU 1, collect its
 # figures, stop the server. Prints one Markdown table at the end.
 #
-#   load-bench/run.sh            # full run (about 9 minutes)
-#   load-bench/run.sh --quick    # fewer seconds and connections (about 2 minutes)
+#   load-bench/run.sh            # full run (about 11 minutes)
+#   load-bench/run.sh --quick    # fewer seconds and connections (about 3 minutes)
+#   load-bench/run.sh --only http2 [--quick] [--streams N]
+#       only some scenario groups, comma-separated: small, large, latency,
+#       idle, handshakes, deflate, http2 (N WebSockets on one HTTP/2
+#       connection against N HTTP/1.1 connections; N = 16 by default)
 #
 # The release build goes to $CARGO_TARGET_DIR (default: the workspace's target/).
 set -euo pipefail
@@ -13,20 +17,33 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-quick=0
-for arg in "$@"; do
-  case "$arg" in
+groups_all="small,large,latency,idle,handshakes,deflate,http2"
+quick=0 only="$groups_all" h2_streams=16
+while [ "$#" -gt 0 ]; do
+  case "$1" in
     --quick) quick=1 ;;
+    --only | --streams)
+      [ "$#" -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }
+      if [ "$1" = --only ]; then only="$2"; else h2_streams="$2"; fi
+      shift
+      ;;
     -h | --help)
-      sed -n '2,10p' "$0"
+      sed -n '2,15p' "$0"
       exit 0
       ;;
     *)
-      echo "run.sh: unknown argument $arg (use --quick)" >&2
+      echo "run.sh: unknown argument $1 (use --quick, --only GROUPS, --streams N)" >&2
       exit 2
       ;;
   esac
+  shift
 done
+for g in ${only//,/ }; do
+  [[ ",$groups_all," == *",$g,"* ]] || { echo "run.sh: unknown group $g (one of $groups_all)" >&2; exit 2; }
+done
+[[ "$h2_streams" =~ ^[0-9]+$ ]] && [ "$h2_streams" -ge 1 ] && [ "$h2_streams" -le 1000 ] ||
+  { echo "run.sh: --streams must be in [1, 1000]" >&2; exit 2; }
+want() { [[ ",$only," == *",$1,"* ]]; }
 
 # The small, large and latency scenarios run in `rounds` rounds, each round
 # going through every implementation once, and the table shows each figure's
@@ -44,6 +61,11 @@ fi
 impls=(silverback tokio-tungstenite fastwebsockets yawc tokio-websockets sockudo-ws raw-tcp)
 peers=(tokio-tungstenite fastwebsockets yawc tokio-websockets sockudo-ws)
 deflate_impls=(silverback yawc sockudo-ws)
+# The http2 group: servers on hyper's automatic HTTP/1.1 + HTTP/2 builder with
+# extended CONNECT; over HTTP/1.1 the plain silverback server runs too.
+h2_impls=(silverback-hyper yawc-hyper axum)
+h2_peers=(yawc-hyper axum)
+h1_impls=(silverback "${h2_impls[@]}")
 
 command -v taskset >/dev/null || { echo "run.sh: taskset (util-linux) is needed" >&2; exit 1; }
 if [ "$(nproc)" -lt 2 ]; then
@@ -53,13 +75,13 @@ fi
 
 # Both processes hold one descriptor per idle connection, plus a few.
 hard=$(ulimit -Hn)
-want=$((idle_conns + 1024))
-if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
+fds=$((idle_conns + 1024))
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$fds" ]; then
   idle_conns=$((hard - 1024))
   echo "run.sh: descriptor limit $hard: idle scenario uses $idle_conns connections" >&2
-  want=$hard
+  fds=$hard
 fi
-ulimit -n "$want"
+ulimit -n "$fds"
 
 echo "== building load-bench (release)" >&2
 (cd "$root" && cargo build --release -p load-bench --quiet)
@@ -167,36 +189,58 @@ merge_rounds() {
 
 echo "== running (logs in $logs)" >&2
 for round in $(seq "$rounds"); do
-  for impl in "${impls[@]}"; do
-    raw=()
-    [ "$impl" = raw-tcp ] && raw=(--raw)
-    run_case "small#$round" "$impl" "" small "${raw[@]}" --connections "$small_conns" --depth 8 --seconds "$small_secs" --warmup "$warmup"
-  done
-  for impl in "${impls[@]}"; do
-    raw=()
-    [ "$impl" = raw-tcp ] && raw=(--raw)
-    run_case "large#$round" "$impl" "" large "${raw[@]}" --connections 4 --seconds "$large_secs" --warmup "$warmup"
-  done
-  for impl in "${impls[@]}"; do
-    raw=()
-    [ "$impl" = raw-tcp ] && raw=(--raw)
-    run_case "latency#$round" "$impl" "" latency "${raw[@]}" --count "$latency_count"
-  done
+  if want small; then
+    for impl in "${impls[@]}"; do
+      raw=()
+      [ "$impl" = raw-tcp ] && raw=(--raw)
+      run_case "small#$round" "$impl" "" small "${raw[@]}" --connections "$small_conns" --depth 8 --seconds "$small_secs" --warmup "$warmup"
+    done
+  fi
+  if want large; then
+    for impl in "${impls[@]}"; do
+      raw=()
+      [ "$impl" = raw-tcp ] && raw=(--raw)
+      run_case "large#$round" "$impl" "" large "${raw[@]}" --connections 4 --seconds "$large_secs" --warmup "$warmup"
+    done
+  fi
+  if want latency; then
+    for impl in "${impls[@]}"; do
+      raw=()
+      [ "$impl" = raw-tcp ] && raw=(--raw)
+      run_case "latency#$round" "$impl" "" latency "${raw[@]}" --count "$latency_count"
+    done
+  fi
+  if want http2; then
+    # The same N WebSockets × 8 in flight, on one HTTP/2 connection, then
+    # each on its own HTTP/1.1 connection (the small scenario's client).
+    for impl in "${h2_impls[@]}"; do
+      run_case "http2#$round" "$impl" "" http2 --streams "$h2_streams" --depth 8 --seconds "$small_secs" --warmup "$warmup"
+    done
+    for impl in "${h1_impls[@]}"; do
+      run_case "http2-h1#$round" "$impl" "" small --connections "$h2_streams" --depth 8 --seconds "$small_secs" --warmup "$warmup"
+    done
+  fi
 done
-for case in small large latency; do
+for case in small large latency http2 http2-h1; do
   merge_rounds "$case"
 done
-for impl in "${impls[@]}"; do
-  [ "$impl" = raw-tcp ] && continue
-  run_case idle "$impl" "" idle --connections "$idle_conns"
-done
-for impl in "${impls[@]}"; do
-  [ "$impl" = raw-tcp ] && continue
-  run_case handshakes "$impl" "" handshakes --workers 4 --seconds "$handshake_secs"
-done
-for impl in "${deflate_impls[@]}"; do
-  run_case deflate "$impl" "--deflate" small --deflate --connections "$small_conns" --depth 8 --seconds "$small_secs" --warmup "$warmup"
-done
+if want idle; then
+  for impl in "${impls[@]}"; do
+    [ "$impl" = raw-tcp ] && continue
+    run_case idle "$impl" "" idle --connections "$idle_conns"
+  done
+fi
+if want handshakes; then
+  for impl in "${impls[@]}"; do
+    [ "$impl" = raw-tcp ] && continue
+    run_case handshakes "$impl" "" handshakes --workers 4 --seconds "$handshake_secs"
+  done
+fi
+if want deflate; then
+  for impl in "${deflate_impls[@]}"; do
+    run_case deflate "$impl" "--deflate" small --deflate --connections "$small_conns" --depth 8 --seconds "$small_secs" --warmup "$warmup"
+  done
+fi
 
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 elapsed=$(($(date +%s) - started))
@@ -241,42 +285,95 @@ ratio() { # a b -> a/b with 2 decimals, or —
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "—"; else printf "%.2f\n", a / b }'
 }
 
-table="$logs/table.md"
-{
+# print_table IMPLS PEERS ROWS SB RAW: one Markdown table. IMPLS, PEERS and
+# ROWS name arrays; SB is the silverback column the ratios divide, RAW the
+# ceiling column ("" for none). A row whose `better` is "ratio" has a case
+# "A/B" and shows, per implementation, its figure in case A over case B.
+print_table() {
+  local -n t_impls="$1" t_peers="$2" t_rows="$3"
+  local sb_impl="$4" raw="$5" row label case key better impl v best best_impl sb r
   printf '| scenario |'
-  for impl in "${impls[@]}"; do printf ' %s |' "$impl"; done
-  printf ' silverback/best-peer | silverback/raw-tcp |\n'
-  printf '|---|'
-  for _ in "${impls[@]}"; do printf -- '---:|'; done
-  printf -- '---:|---:|\n'
-  for row in "${rows[@]}"; do
+  for impl in "${t_impls[@]}"; do printf ' %s |' "$impl"; done
+  printf ' %s/best-peer |' "$sb_impl"
+  [ -n "$raw" ] && printf ' %s/%s |' "$sb_impl" "$raw"
+  printf '\n|---|'
+  for _ in "${t_impls[@]}"; do printf -- '---:|'; done
+  printf -- '---:|'
+  [ -n "$raw" ] && printf -- '---:|'
+  printf '\n'
+  for row in "${t_rows[@]}"; do
     IFS='|' read -r label case key better <<<"$row"
     printf '| %s |' "$label"
-    for impl in "${impls[@]}"; do printf ' %s |' "$(cell "$case" "$impl" "$key")"; done
+    if [ "$better" = ratio ]; then
+      for impl in "${t_impls[@]}"; do
+        printf ' %s |' "$(ratio "${result["${case%/*}|$impl|$key"]:-}" "${result["${case#*/}|$impl|$key"]:-}")"
+      done
+      printf ' |'
+      [ -n "$raw" ] && printf ' |'
+      printf '\n'
+      continue
+    fi
+    for impl in "${t_impls[@]}"; do printf ' %s |' "$(cell "$case" "$impl" "$key")"; done
     best="" best_impl=""
-    for impl in "${peers[@]}"; do
+    for impl in "${t_peers[@]}"; do
       v="${result["$case|$impl|$key"]:-}"
       [ -n "$v" ] || continue
       if [ -z "$best" ] || awk -v v="$v" -v b="$best" -v d="$better" 'BEGIN { exit !((d == "hi") ? (v > b) : (v < b)) }'; then
         best="$v" best_impl="$impl"
       fi
     done
-    sb="${result["$case|silverback|$key"]:-}"
+    sb="${result["$case|$sb_impl|$key"]:-}"
     r="$(ratio "$sb" "$best")"
     [ "$r" != "—" ] && r="$r ($best_impl)"
-    printf ' %s | %s |\n' "$r" "$(ratio "$sb" "${result["$case|raw-tcp|$key"]:-}")"
+    printf ' %s |' "$r"
+    [ -n "$raw" ] && printf ' %s |' "$(ratio "$sb" "${result["$case|$raw|$key"]:-}")"
+    printf '\n'
   done
+}
+
+# Only the rows of the groups that ran.
+main_rows=()
+for row in "${rows[@]}"; do
+  IFS='|' read -r _ case _ _ <<<"$row"
+  want "$case" && main_rows+=("$row")
+done
+h2_rows=(
+  "$h2_streams WebSockets on 1 HTTP/2 connection: msg/s|http2|msgs_per_s|hi"
+  "same, server CPU µs/msg|http2|cpu_us_per_msg|lo"
+  "$h2_streams WebSockets on $h2_streams HTTP/1.1 connections: msg/s|http2-h1|msgs_per_s|hi"
+  "same, server CPU µs/msg|http2-h1|cpu_us_per_msg|lo"
+  "msg/s, HTTP/2 ÷ HTTP/1.1|http2/http2-h1|msgs_per_s|ratio"
+)
+
+table="$logs/table.md"
+{
+  if [ "${#main_rows[@]}" -gt 0 ]; then
+    print_table impls peers main_rows silverback raw-tcp
+  fi
+  if want http2; then
+    [ "${#main_rows[@]}" -gt 0 ] && echo
+    echo "HTTP/2 (RFC 8441): $h2_streams WebSockets × 8 in flight, 32 B text, one HTTP/2 connection against one HTTP/1.1 connection each:"
+    echo
+    print_table h1_impls h2_peers h2_rows silverback-hyper ""
+  fi
 } >"$table"
 
 echo
 cat "$table"
 echo
-echo "Ratios divide silverback's figure by the other's: above 1 is better for msg/s, GiB/s and handshakes/s;"
-echo "below 1 is better for CPU, latency and memory rows. Best peer excludes raw-tcp."
+if [ "${#main_rows[@]}" -gt 0 ]; then
+  echo "Ratios divide silverback's figure by the other's: above 1 is better for msg/s, GiB/s and handshakes/s;"
+  echo "below 1 is better for CPU, latency and memory rows. Best peer excludes raw-tcp."
+fi
+if want http2; then
+  echo "HTTP/2 table: *-hyper and axum serve HTTP/1.1 and HTTP/2 with hyper-util's auto builder (extended CONNECT on);"
+  echo "silverback (Upgrader::accept on TCP) speaks HTTP/1.1 only. Its ratio column divides silverback-hyper's figure"
+  echo "by the best of yawc-hyper and axum; the last row divides each server's HTTP/2 rate by its HTTP/1.1 rate."
+fi
 echo "† the load generator used ≥ 90% of its core in the measured window: the figure may be bounded by the client."
 echo "‡ neither the server nor the client used half of its core in the measured window: something other than"
 echo "  their CPU work bounded the figure (on a shared machine, usually other load; otherwise a stall)."
-echo "Small, large and latency figures are the best of $rounds interleaved rounds (CPU-use marks: the median)."
+echo "Small, large, latency and http2 figures are the best of $rounds interleaved rounds (CPU-use marks: the median)."
 echo "Server pinned to CPU 0 (1 runtime worker), client to CPU 1. $( [ "$quick" = 1 ] && echo "Quick run." )"
 echo "Load average (1/5/15 min) at start: $load_start; at end: $load_end. Above ~2, other work shared these cores."
 echo "Run time: ${elapsed}s. Logs: $logs"
