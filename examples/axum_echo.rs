@@ -122,7 +122,7 @@ fn echo(upgrader: Upgrader, upgrade: WebSocketUpgrade) -> Response {
             }
         };
         if !end.is_close(&[CloseCode::NORMAL, CloseCode::GOING_AWAY, CloseCode::NO_STATUS_RECEIVED]) {
-            eprintln!("websocket: {end}");
+            eprintln!("{end}");
         }
     })
 }
