@@ -3,7 +3,8 @@
 # async API and for the blocking one, and checks every case against the
 # results recorded under conformance/:
 #   server mode: kosoku's fuzzing client drives examples/echo_server
-#                (and examples/blocking_echo_server);
+#                (and examples/blocking_echo_server, and examples/axum_echo
+#                over HTTP/1.1: the axum extractor in a hyper server);
 #   client mode: examples/autobahn_client (and blocking_autobahn_client)
 #                drives kosoku's fuzzing server.
 #
@@ -19,11 +20,11 @@ if [ ! -x "$venv/bin/kosoku" ]; then
 fi
 kosoku="$venv/bin/kosoku"
 
-SERVERS=(echo_server blocking_echo_server)
+SERVERS=(echo_server blocking_echo_server axum_echo)
 CLIENTS=(autobahn_client blocking_autobahn_client)
 examples=()
 for name in "${SERVERS[@]}" "${CLIENTS[@]}"; do examples+=(--example "$name"); done
-cargo build --quiet --release --features blocking "${examples[@]}"
+cargo build --quiet --release --features blocking,axum "${examples[@]}"
 out=target/autobahn
 rm -rf "$out"
 mkdir -p "$out"
@@ -43,15 +44,16 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 status=0
 port="${AUTOBAHN_PORT:-9001}"
 
-# server_mode NAME EXPECTED: kosoku's fuzzing client against examples/NAME.
+# server_mode NAME EXPECTED [PARALLELISM]: kosoku's fuzzing client against
+# examples/NAME, running PARALLELISM cases at a time (default 1).
 server_mode() {
-  local name=$1 expected=$2 dir="$out/$1"
+  local name=$1 expected=$2 parallelism=${3:-1} dir="$out/$1"
   mkdir -p "$dir"
   ./target/release/examples/"$name" "127.0.0.1:$port" >"$dir/server.log" 2>&1 &
   local server=$!
   pids+=($server)
   wait_for_port "$port"
-  timeout 1200 "$kosoku" -m fuzzingclient -o "$dir" "127.0.0.1:$port" >"$dir/kosoku.log" 2>&1 \
+  timeout 1200 "$kosoku" -m fuzzingclient -p "$parallelism" -o "$dir" "127.0.0.1:$port" >"$dir/kosoku.log" 2>&1 \
     || tail -20 "$dir/kosoku.log"
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
@@ -77,6 +79,9 @@ client_mode() {
 check_args=("$@")
 server_mode echo_server conformance/autobahn-server.json
 server_mode blocking_echo_server conformance/autobahn-blocking-server.json
+# kosoku dials `/`, which axum_echo answers with the same echo as `/ws`. Two
+# cases at a time: half the time, and connections served side by side.
+server_mode axum_echo conformance/autobahn-axum-server.json 2
 client_mode autobahn_client conformance/autobahn-client.json
 client_mode blocking_autobahn_client conformance/autobahn-blocking-client.json
 
