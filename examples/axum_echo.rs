@@ -28,7 +28,7 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use silverback::axum::{NotWebSocket, WebSocketUpgrade};
+use silverback::axum::WebSocketUpgrade;
 use silverback::{CloseCode, Upgrader};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -94,11 +94,10 @@ where
 }
 
 /// `/`: the page for a browser, the echo for a WebSocket client.
-async fn root(State(upgrader): State<Upgrader>, upgrade: Result<WebSocketUpgrade, NotWebSocket>) -> Response {
+async fn root(State(upgrader): State<Upgrader>, upgrade: Option<WebSocketUpgrade>) -> Response {
     match upgrade {
-        Ok(upgrade) => echo(upgrader, upgrade),
-        Err(NotWebSocket::NotUpgrade) => Html(PAGE).into_response(),
-        Err(refused) => refused.into_response(),
+        Some(upgrade) => echo(upgrader, upgrade),
+        None => Html(PAGE).into_response(),
     }
 }
 

@@ -48,7 +48,7 @@ use std::fmt;
 use std::future::Future;
 
 use axum_core::body::Body;
-use axum_core::extract::FromRequestParts;
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{Request, StatusCode};
@@ -135,6 +135,22 @@ impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
     }
 }
 
+/// `Option<WebSocketUpgrade>`: `None` for a request that does not ask for a
+/// WebSocket, so that one handler can serve a page and a WebSocket on the
+/// same path; a WebSocket request whose connection cannot be taken over is
+/// still refused ([`NotWebSocket::NotUpgradable`]).
+impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = NotWebSocket;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match <Self as FromRequestParts<S>>::from_request_parts(parts, state).await {
+            Ok(upgrade) => Ok(Some(upgrade)),
+            Err(NotWebSocket::NotUpgrade) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl WebSocketUpgrade {
     /// Answers with `upgrader`'s options: origin policy, subprotocols,
     /// compression, limits, buffers, keepalive (the default is
@@ -187,7 +203,7 @@ impl WebSocketUpgrade {
                 });
                 response.map(|_| Body::empty())
             }
-            Err(refused) => refused.response.map(|_| Body::empty()),
+            Err(refused) => refused.response.map(Body::new),
         }
     }
 }
