@@ -70,7 +70,7 @@ impl<S: Stream> Handle<S> {
     pub async fn close(&self, frame: CloseFrame) -> Result<()> {
         // Boxed, so that the callers' futures do not carry the timers.
         Box::pin(async {
-            let deadline = Instant::now() + self.shared.config.close_timeout;
+            let deadline = Instant::now() + self.shared.settings.close_timeout;
             let sent = self.shared.send_close(&frame.encode(), deadline).await;
             if sent.is_ok() {
                 self.shared.wait_close_received(deadline).await;

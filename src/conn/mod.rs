@@ -83,11 +83,11 @@ impl<S: Stream> Conn<S> {
     /// `early` holds bytes read past the handshake, which are WebSocket data.
     pub fn from_raw(stream: S, role: Role, config: Config, subprotocol: Option<String>, early: BytesMut) -> Self {
         let keepalive = config.ping_interval.map(|interval| (interval, config.pong_timeout));
-        let shared = Shared::new(stream, role, config, subprotocol);
+        let shared = Shared::new(stream, role, &config, subprotocol);
         if let Some((interval, pong_timeout)) = keepalive {
             keepalive::spawn(&shared, interval, pong_timeout);
         }
-        Conn { read: ReadHalf::new(shared.clone(), early), write: WriteHalf::new(shared) }
+        Conn { read: ReadHalf::new(shared.clone(), &config, early), write: WriteHalf::new(shared, &config) }
     }
 
     /// Reads the next whole data message; see [`ReadHalf::read_message`].
@@ -185,7 +185,7 @@ impl<S: Stream> Conn<S> {
     }
 
     async fn close_handshake(&mut self, frame: CloseFrame) -> Result<()> {
-        let deadline = Instant::now() + self.write.shared.config.close_timeout;
+        let deadline = Instant::now() + self.write.shared.settings.close_timeout;
         let sent = self.write.shared.send_close(&frame.encode(), deadline).await;
         if sent.is_ok() && self.read.error().is_none() {
             let _ = tokio::time::timeout_at(deadline.into(), self.read.drain_until_closed()).await;
@@ -296,13 +296,14 @@ impl<S: Stream> Conn<S> {
             return Err(self);
         }
         let Conn { read, write } = self;
-        drop(read);
-        match Arc::try_unwrap(write.shared) {
-            Ok(shared) => Ok(shared.into_stream()),
-            Err(shared) => {
-                Err(Conn { read: ReadHalf::new(shared.clone(), BytesMut::new()), write: WriteHalf::new(shared) })
-            }
-        }
+        let (shared, rest) = write.detach();
+        drop(shared);
+        // Only the read half's reference is left, unless the keepalive task
+        // holds one for a moment: then the connection is handed back whole.
+        read.try_into_stream().map_err(|read| {
+            let shared = read.shared.clone();
+            Conn { read, write: WriteHalf::rejoin(shared, rest) }
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! handlers, and hands data messages to the application whole
 //! ([`ReadHalf::read_message`]) or streamed ([`ReadHalf::next_reader`]).
 
+use crate::config::Config;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -17,7 +18,10 @@ use tokio::time::Sleep;
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
-use crate::handlers::{CloseHandler, ControlContext, Handlers, PingPongHandler};
+use crate::handlers::{
+    default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, Handlers,
+    PingPongHandler,
+};
 use crate::proto::close::{closed_by_peer, failing_close};
 use crate::proto::connection::REPLY_TIMEOUT;
 use crate::proto::deflate::Inflater;
@@ -65,17 +69,21 @@ pub struct ReadHalf<S: Stream> {
     decoder: Decoder,
     /// The permanent error: once set, every read returns it again.
     error: Option<Error>,
-    deadline: Option<Instant>,
+    /// The read deadline's timer (which also holds the deadline).
     sleep: Option<Pin<Box<Sleep>>>,
-    handlers: Handlers,
-    /// The message `read_message` is putting together, kept here so that a
-    /// dropped call loses nothing: its type and what arrived of it.
-    assembling: Option<(MessageType, Option<BytesMut>)>,
+    /// `None` while every handler is the default (boxed: most connections
+    /// keep the defaults, and every idle one holds this).
+    handlers: Option<Box<Handlers>>,
+    /// The type of the message `read_message` is putting together, and what
+    /// arrived of it (`assembled`), kept here so that a dropped call loses
+    /// nothing.
+    assembling: Option<MessageType>,
+    assembled: BytesMut,
     /// The size of the allocation behind `buf`, as far as it is known.
     buf_alloc: usize,
     /// Our close frame is queued: wait (up to this timer) for it to leave,
     /// then shut the stream down.
-    closing: Option<Timer>,
+    closing: Option<Box<Timer>>,
     /// The `futures` stream has returned its last item.
     #[cfg(feature = "futures")]
     pub(super) stream_ended: bool,
@@ -92,12 +100,12 @@ impl<S: Stream> fmt::Debug for ReadHalf<S> {
 }
 
 impl<S: Stream> ReadHalf<S> {
-    pub(crate) fn new(shared: Arc<Shared<S>>, early: BytesMut) -> Self {
+    pub(crate) fn new(shared: Arc<Shared<S>>, config: &Config, early: BytesMut) -> Self {
         let mut decoder = Decoder::new(shared.role);
-        decoder.set_max_message_size(shared.config.read_limit);
-        decoder.set_max_frame_size(shared.config.max_frame_size);
-        decoder.set_max_fragments(shared.config.max_fragments);
-        if let Some(params) = &shared.config.deflate {
+        decoder.set_max_message_size(config.read_limit);
+        decoder.set_max_frame_size(config.max_frame_size);
+        decoder.set_max_fragments(config.max_fragments);
+        if let Some(params) = &config.deflate {
             // The peer's side of the agreement says whether it keeps its context.
             let peer_resets = match shared.role {
                 Role::Server => params.client_no_context_takeover,
@@ -111,13 +119,49 @@ impl<S: Stream> ReadHalf<S> {
             buf: early,
             decoder,
             error: None,
-            deadline: None,
             sleep: None,
-            handlers: Handlers::default(),
+            handlers: None,
             assembling: None,
+            assembled: BytesMut::new(),
             closing: None,
             #[cfg(feature = "futures")]
             stream_ended: false,
+        }
+    }
+
+    /// The stream, when this half holds the connection's last reference;
+    /// otherwise the half, unchanged.
+    pub(super) fn try_into_stream(self) -> std::result::Result<S, Self> {
+        let ReadHalf {
+            shared,
+            buf,
+            decoder,
+            error,
+            sleep,
+            handlers,
+            assembling,
+            assembled,
+            buf_alloc,
+            closing,
+            #[cfg(feature = "futures")]
+            stream_ended,
+        } = self;
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => Ok(shared.into_stream()),
+            Err(shared) => Err(ReadHalf {
+                shared,
+                buf,
+                decoder,
+                error,
+                sleep,
+                handlers,
+                assembling,
+                assembled,
+                buf_alloc,
+                closing,
+                #[cfg(feature = "futures")]
+                stream_ended,
+            }),
         }
     }
 
@@ -150,19 +194,20 @@ impl<S: Stream> ReadHalf<S> {
         loop {
             match ready!(self.poll_event(cx))? {
                 DataEvent::Whole(kind, data) => return Poll::Ready(Ok(self.message(kind, data))),
-                DataEvent::Start(kind) => self.assembling = Some((kind, None)),
+                DataEvent::Start(kind) => self.assembling = Some(kind),
                 // Pieces of one frame are adjacent in the read buffer, so
                 // joining them is free; other pieces are copied. Without a
                 // message under way, these are the rest of one whose
                 // `MessageReader` was dropped: skipped.
-                DataEvent::Data(chunk) => match &mut self.assembling {
-                    Some((_, Some(data))) => data.unsplit(chunk),
-                    Some((_, data)) => *data = Some(chunk),
-                    None => {}
-                },
+                DataEvent::Data(chunk) => {
+                    if self.assembling.is_some() {
+                        self.assembled.unsplit(chunk);
+                    }
+                }
                 DataEvent::End => {
-                    if let Some((kind, data)) = self.assembling.take() {
-                        return Poll::Ready(Ok(self.message(kind, data.unwrap_or_default())));
+                    if let Some(kind) = self.assembling.take() {
+                        let data = std::mem::take(&mut self.assembled);
+                        return Poll::Ready(Ok(self.message(kind, data)));
                     }
                 }
             }
@@ -188,8 +233,8 @@ impl<S: Stream> ReadHalf<S> {
     ///
     /// Cancel safety: this method is cancel-safe.
     pub async fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_, S>)> {
-        if let Some((kind, data)) = self.assembling.take() {
-            let chunk = data.unwrap_or_default();
+        if let Some(kind) = self.assembling.take() {
+            let chunk = std::mem::take(&mut self.assembled);
             return Ok((kind, MessageReader { half: self, chunk, done: false }));
         }
         Ok(match self.next_start().await? {
@@ -226,46 +271,45 @@ impl<S: Stream> ReadHalf<S> {
     /// Sets the time after which a waiting read fails with [`Error::Timeout`]
     /// (permanently); `None` clears it.
     pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
-        self.deadline = deadline;
         self.sleep = deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
     }
 
     /// The read deadline in force.
     pub fn read_deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.sleep.as_ref().map(|sleep| sleep.deadline().into_std())
     }
 
     /// Sets the handler for received pings; `None` restores the default (reply
     /// with a pong carrying the same payload).
     pub fn set_ping_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.handlers.set_ping(handler);
+        self.handlers.get_or_insert_with(Box::default).set_ping(handler);
     }
 
     /// The handler for received pings.
     pub fn ping_handler(&self) -> PingPongHandler {
-        self.handlers.ping.clone()
+        self.handlers.as_ref().map_or_else(default_ping_handler, |h| h.ping.clone())
     }
 
     /// Sets the handler for received pongs; `None` restores the default (do nothing).
     pub fn set_pong_handler(&mut self, handler: Option<PingPongHandler>) {
-        self.handlers.set_pong(handler);
+        self.handlers.get_or_insert_with(Box::default).set_pong(handler);
     }
 
     /// The handler for received pongs.
     pub fn pong_handler(&self) -> PingPongHandler {
-        self.handlers.pong.clone()
+        self.handlers.as_ref().map_or_else(default_pong_handler, |h| h.pong.clone())
     }
 
     /// Sets the handler for a received close frame; `None` restores the default
     /// (echo the status code). The read that received the close still returns
     /// [`Error::Closed`] after the handler ran, unless the handler failed.
     pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
-        self.handlers.set_close(handler);
+        self.handlers.get_or_insert_with(Box::default).set_close(handler);
     }
 
     /// The handler for a received close frame.
     pub fn close_handler(&self) -> CloseHandler {
-        self.handlers.close.clone()
+        self.handlers.as_ref().map_or_else(default_close_handler, |h| h.close.clone())
     }
 
     /// A handle that can send control frames and close the connection from any task.
@@ -331,14 +375,14 @@ impl<S: Stream> ReadHalf<S> {
                 Ok(Some(Event::End)) => return Poll::Ready(Ok(DataEvent::End)),
                 Ok(Some(Event::Message { kind, data })) => return Poll::Ready(Ok(DataEvent::Whole(kind, data))),
                 Ok(Some(Event::Ping(payload))) => {
-                    let handler = self.handlers.ping.clone();
+                    let handler = self.handlers.as_ref().map_or_else(default_ping_handler, |h| h.ping.clone());
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
                 Ok(Some(Event::Pong(payload))) => {
                     if let Some(keepalive) = &self.shared.keepalive {
                         keepalive.pong_received();
                     }
-                    let handler = self.handlers.pong.clone();
+                    let handler = self.handlers.as_ref().map_or_else(default_pong_handler, |h| h.pong.clone());
                     self.run_handler(false, |ctx| handler(&payload, ctx));
                 }
                 Ok(Some(Event::Close(frame))) => self.on_close(frame),
@@ -361,7 +405,7 @@ impl<S: Stream> ReadHalf<S> {
     fn on_close(&mut self, frame: Option<CloseFrame>) {
         self.shared.mark_close_received();
         let closed = closed_by_peer(frame.as_ref());
-        let handler = self.handlers.close.clone();
+        let handler = self.handlers.as_ref().map_or_else(default_close_handler, |h| h.close.clone());
         self.run_handler(true, |ctx| handler(frame.as_ref(), ctx));
         self.error.get_or_insert(closed);
     }
@@ -371,9 +415,10 @@ impl<S: Stream> ReadHalf<S> {
     /// out: the close handshake is then complete (RFC 6455 §7.1.1).
     fn run_handler(&mut self, closing: bool, handler: impl FnOnce(&mut ControlContext<'_>) -> Result<()>) {
         let mut replies = Vec::new();
-        let mut deadline = self.deadline;
+        let before = self.read_deadline();
+        let mut deadline = before;
         let result = handler(&mut ControlContext { replies: &mut replies, read_deadline: &mut deadline });
-        if deadline != self.deadline {
+        if deadline != before {
             self.set_read_deadline(deadline);
         }
         if let Err(e) = result {
@@ -403,10 +448,10 @@ impl<S: Stream> ReadHalf<S> {
     /// or after [`REPLY_TIMEOUT`] (or the read deadline) if it cannot leave.
     fn start_closing(&mut self) {
         let mut at = Instant::now() + REPLY_TIMEOUT;
-        if let Some(deadline) = self.deadline {
+        if let Some(deadline) = self.read_deadline() {
             at = at.min(deadline);
         }
-        self.closing = Some(Timer::new(Some(at)));
+        self.closing = Some(Box::new(Timer::new(Some(at))));
     }
 
     fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -442,7 +487,7 @@ impl<S: Stream> ReadHalf<S> {
             // Inside a large frame: read at most its rest, into the room kept for it.
             remaining.min(MAX_RESERVE) as usize
         } else {
-            self.shared.config.read_buffer_size.max(remaining as usize).max(64)
+            self.shared.settings.read_buffer_size.max(remaining as usize).max(64)
         };
         let polled = if self.buf.is_empty() && remaining == 0 {
             // Nothing buffered: read into one of the thread's spare buffers,

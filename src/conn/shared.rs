@@ -16,17 +16,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::keepalive::KeepaliveState;
-use super::wake::WriteWakers;
+use super::wake::{StreamCx, WriteWakers};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pool::BufferPool;
 use crate::proto::encoder::{encode_frame, encode_header};
 use crate::proto::mask::apply_mask;
 use crate::proto::outbox::{control_frame, ControlId, Origin, Outbox};
@@ -113,16 +113,13 @@ pub(crate) enum Queued {
 
 pub(crate) struct Shared<S> {
     pub(crate) role: Role,
-    pub(crate) config: Config,
+    pub(crate) settings: Settings,
     pub(crate) subprotocol: Option<String>,
     stream: Mutex<S>,
     outbox: Mutex<Outbox>,
-    wakers: Arc<WriteWakers>,
-    /// The waker every write-side poll of the stream is made with.
-    stream_waker: Waker,
+    wakers: WriteWakers,
     close_sent: AtomicBool,
     close_received: AtomicBool,
-    close_received_notify: Notify,
     shut_down: AtomicBool,
     shutdown_done: AtomicBool,
     /// Why reads were ended from this side, if they were (a [`ReadEnd`]
@@ -133,6 +130,27 @@ pub(crate) struct Shared<S> {
     /// Present when keepalive pings are on.
     pub(crate) keepalive: Option<Arc<KeepaliveState>>,
     _drop_signal: Option<DropSignal>,
+}
+
+/// What a connection's halves still need of its [`Config`] once they are
+/// built; the rest (limits, compression) went into their decoder and sender.
+/// Kept small: every idle connection holds one.
+pub(crate) struct Settings {
+    pub(crate) read_buffer_size: usize,
+    pub(crate) write_buffer_size: usize,
+    pub(crate) write_buffer_pool: Option<Arc<dyn BufferPool>>,
+    pub(crate) close_timeout: Duration,
+}
+
+impl Settings {
+    fn new(config: &Config) -> Self {
+        Settings {
+            read_buffer_size: config.read_buffer_size,
+            write_buffer_size: config.write_buffer_size,
+            write_buffer_pool: config.write_buffer_pool.clone(),
+            close_timeout: config.close_timeout,
+        }
+    }
 }
 
 /// Tells the keepalive task, if any, that the connection is gone.
@@ -151,21 +169,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<S: Stream> Shared<S> {
-    pub(crate) fn new(stream: S, role: Role, config: Config, subprotocol: Option<String>) -> Arc<Self> {
+    pub(crate) fn new(stream: S, role: Role, config: &Config, subprotocol: Option<String>) -> Arc<Self> {
         let keepalive = config.ping_interval.map(|_| Arc::<KeepaliveState>::default());
-        let (wakers, stream_waker) = WriteWakers::new();
         Arc::new(Shared {
             role,
-            config,
+            settings: Settings::new(config),
             subprotocol,
             stream: Mutex::new(stream),
             // The write buffer is taken at the first write.
             outbox: Mutex::new(Outbox::default()),
-            wakers,
-            stream_waker,
+            wakers: WriteWakers::default(),
             close_sent: AtomicBool::new(false),
             close_received: AtomicBool::new(false),
-            close_received_notify: Notify::new(),
             shut_down: AtomicBool::new(false),
             shutdown_done: AtomicBool::new(false),
             reads_ended: AtomicU8::new(0),
@@ -195,13 +210,13 @@ impl<S: Stream> Shared<S> {
     /// The write buffer's size: fed frames wait until this much is buffered,
     /// and a frame is queued only while less than this waits before it.
     fn limit(&self) -> usize {
-        self.config.write_buffer_size.max(1)
+        self.settings.write_buffer_size.max(1)
     }
 
     /// Runs `f` on the outbox with the stream's write waker, then wakes the
     /// waiting tasks if anything they wait on changed.
-    fn with_outbox<R>(&self, f: impl FnOnce(&mut Outbox, &mut Context<'_>) -> R) -> R {
-        let mut stream_cx = Context::from_waker(&self.stream_waker);
+    fn with_outbox<R>(&self, f: impl FnOnce(&mut Outbox, &mut StreamCx<'_>) -> R) -> R {
+        let mut stream_cx = StreamCx::new(&self.wakers);
         let (result, moved) = {
             let mut outbox = lock(&self.outbox);
             let before = outbox.progress();
@@ -219,7 +234,7 @@ impl<S: Stream> Shared<S> {
     fn poll_outbox<T>(
         &self,
         cx: &mut Context<'_>,
-        f: impl FnOnce(&mut Outbox, &mut Context<'_>) -> Poll<T>,
+        f: impl FnOnce(&mut Outbox, &mut StreamCx<'_>) -> Poll<T>,
     ) -> Poll<T> {
         let epoch = self.wakers.epoch();
         let polled = self.with_outbox(f);
@@ -234,7 +249,7 @@ impl<S: Stream> Shared<S> {
     /// Writes queued bytes while the stream takes them, passing waiting
     /// control frames into the queue as room frees up, then flushes the
     /// stream. Ready when everything is out (or the write side failed).
-    fn pump(&self, outbox: &mut Outbox, cx: &mut Context<'_>) -> Poll<()> {
+    fn pump(&self, outbox: &mut Outbox, cx: &mut StreamCx<'_>) -> Poll<()> {
         if outbox.failure().is_some() {
             return Poll::Ready(());
         }
@@ -254,7 +269,7 @@ impl<S: Stream> Shared<S> {
             self.release_buffer(buf);
         }
         if outbox.needs_flush() {
-            match Pin::new(&mut *self.stream()).poll_flush(cx) {
+            match cx.poll(|cx| Pin::new(&mut *self.stream()).poll_flush(cx)) {
                 Poll::Ready(Ok(())) => outbox.flushed_all(),
                 Poll::Ready(Err(e)) => outbox.fail(Error::Io(e)),
                 Poll::Pending => return Poll::Pending,
@@ -264,10 +279,10 @@ impl<S: Stream> Shared<S> {
     }
 
     /// One write of the queue's front bytes: `None` when the queue is empty.
-    fn write_some(&self, outbox: &mut Outbox, cx: &mut Context<'_>) -> Option<Poll<()>> {
+    fn write_some(&self, outbox: &mut Outbox, cx: &mut StreamCx<'_>) -> Option<Poll<()>> {
         let polled = {
             let buf = outbox.buf.as_ref().filter(|buf| !buf.is_empty())?;
-            Pin::new(&mut *self.stream()).poll_write(cx, buf)
+            cx.poll(|cx| Pin::new(&mut *self.stream()).poll_write(cx, buf))
         };
         Some(match polled {
             Poll::Ready(Ok(0)) => {
@@ -366,7 +381,7 @@ impl<S: Stream> Shared<S> {
     /// straight from `frame.payload` (unmasked) or masked a piece at a time;
     /// what the stream does not take is copied into the queue whole, so that
     /// the frame is complete there before anything else can follow it.
-    fn queue_large(&self, outbox: &mut Outbox, cx: &mut Context<'_>, frame: Frame<'_>) -> u64 {
+    fn queue_large(&self, outbox: &mut Outbox, cx: &mut StreamCx<'_>, frame: Frame<'_>) -> u64 {
         let Frame { opcode, fin, rsv, payload } = frame;
         let key = self.mask_key();
         let make = || self.new_write_buffer();
@@ -377,7 +392,8 @@ impl<S: Stream> Shared<S> {
                 let polled = {
                     let head = outbox.buf.as_deref().unwrap_or_default();
                     let bufs = [IoSlice::new(head), IoSlice::new(rest)];
-                    Pin::new(&mut *self.stream()).poll_write_vectored(cx, &bufs).map_ok(|n| (n, head.len()))
+                    cx.poll(|cx| Pin::new(&mut *self.stream()).poll_write_vectored(cx, &bufs))
+                        .map_ok(|n| (n, head.len()))
                 };
                 match polled {
                     Poll::Ready(Ok((0, _))) => outbox.fail(Error::Io(io::ErrorKind::WriteZero.into())),
@@ -527,20 +543,20 @@ impl<S: Stream> Shared<S> {
     /// Hands back an empty write buffer: a connection holds one only while
     /// frames wait in it.
     fn release_buffer(&self, buf: BytesMut) {
-        match &self.config.write_buffer_pool {
+        match &self.settings.write_buffer_pool {
             Some(pool) => {
                 let mut buf = buf;
                 buf.clear();
                 pool.put(buf)
             }
-            None => keep_spare_write_buffer(buf, self.config.write_buffer_size),
+            None => keep_spare_write_buffer(buf, self.settings.write_buffer_size),
         }
     }
 
     /// A write buffer from the pool, or from this thread's spares, or a new one.
     fn new_write_buffer(&self) -> BytesMut {
-        let size = self.config.write_buffer_size;
-        match &self.config.write_buffer_pool {
+        let size = self.settings.write_buffer_size;
+        match &self.settings.write_buffer_pool {
             Some(pool) => pool.get(),
             None => spare_write_buffer(size),
         }
@@ -589,7 +605,7 @@ impl<S: Stream> Shared<S> {
 
     pub(crate) fn mark_close_received(&self) {
         self.close_received.store(true, Ordering::Release);
-        self.close_received_notify.notify_waiters();
+        self.wakers.wake_all();
     }
 
     /// Waits until the reader has seen the peer's close frame, or `deadline`.
@@ -599,13 +615,17 @@ impl<S: Stream> Shared<S> {
 
     /// Waits until the reader has seen the peer's close frame.
     pub(crate) async fn until_close_received(&self) {
-        loop {
-            let notified = self.close_received_notify.notified();
+        std::future::poll_fn(|cx| {
+            let epoch = self.wakers.epoch();
             if self.close_received() {
-                return;
+                return Poll::Ready(());
             }
-            notified.await;
-        }
+            if self.wakers.register(cx.waker(), epoch) {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Shuts down the write direction of the stream (a TCP FIN). What still
@@ -620,7 +640,7 @@ impl<S: Stream> Shared<S> {
             if self.shutdown_done.load(Ordering::Acquire) {
                 return Poll::Ready(());
             }
-            let polled = Pin::new(&mut *self.stream()).poll_shutdown(stream_cx);
+            let polled = stream_cx.poll(|cx| Pin::new(&mut *self.stream()).poll_shutdown(cx));
             if polled.is_ready() {
                 self.shutdown_done.store(true, Ordering::Release);
             }

@@ -273,7 +273,7 @@ impl<S: Stream> WriteHalf<S> {
         state: &mut SinkState,
         read: Option<&mut ReadHalf<S>>,
     ) -> Poll<Result<()>> {
-        let close_timeout = self.shared.config.close_timeout;
+        let close_timeout = self.shared.settings.close_timeout;
         let mut closing = state.close.take().unwrap_or_else(|| Closing {
             step: CloseStep::Flush,
             timer: Timer::new(Some(Instant::now() + close_timeout)),

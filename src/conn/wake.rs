@@ -5,57 +5,91 @@
 //! it for writing is the one woken when it can take more. Several tasks wait
 //! on the write side of a connection (a writer for its frame to leave, the
 //! reader for its replies, a handle, the keepalive task), so the stream is
-//! only ever polled with the connection's own [`WriteWakers`] waker, and the
-//! tasks register with it instead. Any progress wakes them all; each checks
-//! its own condition and parks again if it is not met.
+//! only ever left waiting with the connection's own waker, and the tasks
+//! register with [`WriteWakers`] instead. Any progress wakes them all; each
+//! checks its own condition and parks again if it is not met.
 //!
 //! A task registers after it found its condition unmet, so a wake in between
 //! would be missed; the epoch closes that gap: a waiter reads it before it
 //! looks, and when it has moved by the time the waiter is registered, the
 //! waiter asks to be polled again instead of parking.
+//!
+//! The same wakers serve a wait for the peer's close frame.
+//!
+//! Most connections never wait on their write side: the set of waiters and
+//! the stream's waker are made at the first wait ([`StreamCx`] polls the
+//! stream with a no-op waker first), so that an idle connection does not
+//! carry them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
-use std::task::{Wake, Waker};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 
 /// The tasks waiting on a connection's write side.
 #[derive(Debug, Default)]
 pub(crate) struct WriteWakers {
-    /// Moves at every wake.
+    /// Moves at every wake made through [`WriteWakers::wake_all`].
+    epoch: AtomicU64,
+    /// Made at the first registration or stream wait.
+    set: OnceLock<Arc<WaiterSet>>,
+}
+
+/// The registered tasks; also the stream's waker.
+#[derive(Debug, Default)]
+struct WaiterSet {
+    /// Moves at every wake, from the stream or from a task.
     epoch: AtomicU64,
     /// `waiting` is not empty (read without the lock, set under it).
     any: AtomicBool,
     waiting: Mutex<Vec<Waker>>,
 }
 
+/// What a waiter read before it looked: see [`WriteWakers::epoch`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epoch(u64, u64);
+
 impl WriteWakers {
-    /// A new set, and the waker to poll the stream with.
-    pub(crate) fn new() -> (Arc<Self>, Waker) {
-        let wakers = Arc::new(WriteWakers::default());
-        let waker = Waker::from(wakers.clone());
-        (wakers, waker)
+    /// The current epoch: read it before checking a condition.
+    pub(crate) fn epoch(&self) -> Epoch {
+        let set = self.set.get().map_or(0, |set| set.epoch.load(SeqCst));
+        Epoch(self.epoch.load(SeqCst), set)
     }
 
-    /// The current epoch: read it before checking a condition.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(SeqCst)
+    fn set(&self) -> &Arc<WaiterSet> {
+        self.set.get_or_init(Arc::default)
     }
 
     /// Registers `waker` to be woken at the next wake. True when a wake
     /// happened since `epoch` was read: the caller must then look again.
-    pub(crate) fn register(&self, waker: &Waker, epoch: u64) -> bool {
+    pub(crate) fn register(&self, waker: &Waker, epoch: Epoch) -> bool {
+        let set = self.set();
         {
-            let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut waiting = set.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if !waiting.iter().any(|w| w.will_wake(waker)) {
                 waiting.push(waker.clone());
             }
-            self.any.store(true, SeqCst);
+            set.any.store(true, SeqCst);
         }
-        self.epoch.load(SeqCst) != epoch
+        // A set made since `epoch` was read started at zero.
+        self.epoch.load(SeqCst) != epoch.0 || set.epoch.load(SeqCst) != epoch.1
     }
 
     /// Wakes every registered task.
     pub(crate) fn wake_all(&self) {
+        self.epoch.fetch_add(1, SeqCst);
+        if let Some(set) = self.set.get() {
+            set.wake_all();
+        }
+    }
+
+    /// The waker the stream is left waiting with.
+    fn stream_waker(&self) -> Waker {
+        Waker::from(self.set().clone())
+    }
+}
+
+impl WaiterSet {
+    fn wake_all(&self) {
         self.epoch.fetch_add(1, SeqCst);
         if !self.any.load(SeqCst) {
             return;
@@ -84,13 +118,41 @@ impl WriteWakers {
     }
 }
 
-impl Wake for WriteWakers {
+impl Wake for WaiterSet {
     fn wake(self: Arc<Self>) {
         self.wake_all();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.wake_all();
+    }
+}
+
+/// How the write side polls its stream: with a no-op waker first, and, when
+/// the stream is not ready, once more with the connection's own waker, which
+/// the stream then keeps. Polling again after `Pending` is always allowed,
+/// and the stream only ever waits with the connection's waker.
+pub(crate) struct StreamCx<'a> {
+    wakers: &'a WriteWakers,
+    /// Made at the first `Pending` of this step.
+    waker: Option<Waker>,
+}
+
+impl<'a> StreamCx<'a> {
+    pub(crate) fn new(wakers: &'a WriteWakers) -> Self {
+        StreamCx { wakers, waker: None }
+    }
+
+    /// Runs one poll of the stream.
+    pub(crate) fn poll<T>(&mut self, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
+        if self.waker.is_none() {
+            let polled = f(&mut Context::from_waker(Waker::noop()));
+            if polled.is_ready() {
+                return polled;
+            }
+        }
+        let waker = self.waker.get_or_insert_with(|| self.wakers.stream_waker());
+        f(&mut Context::from_waker(waker))
     }
 }
 
@@ -115,7 +177,8 @@ mod tests {
 
     #[test]
     fn every_registered_task_is_woken_once() {
-        let (wakers, stream_waker) = WriteWakers::new();
+        let wakers = WriteWakers::default();
+        let stream_waker = wakers.stream_waker();
         let (a, wa) = counter();
         let (b, wb) = counter();
         let epoch = wakers.epoch();
@@ -130,7 +193,8 @@ mod tests {
 
     #[test]
     fn a_wake_between_looking_and_registering_is_reported() {
-        let (wakers, stream_waker) = WriteWakers::new();
+        let wakers = WriteWakers::default();
+        let stream_waker = wakers.stream_waker();
         let (_a, wa) = counter();
         let epoch = wakers.epoch();
         stream_waker.wake_by_ref();

@@ -8,6 +8,7 @@
 //! that changes what goes on the wire (compression included) happens before
 //! the step that queues the frame.
 
+use crate::config::Config;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
@@ -52,6 +53,15 @@ pub struct WriteHalf<S: Stream> {
     /// What the `futures` sink keeps between calls.
     #[cfg(feature = "futures")]
     pub(super) sink: Option<Box<super::streams::SinkState>>,
+}
+
+/// A [`WriteHalf`] without its reference to the connection.
+pub(super) struct Detached {
+    deadline: Option<Instant>,
+    open: Option<Box<OpenMessage>>,
+    sender: Sender,
+    #[cfg(feature = "futures")]
+    sink: Option<Box<super::streams::SinkState>>,
 }
 
 impl<S: Stream> fmt::Debug for WriteHalf<S> {
@@ -119,8 +129,7 @@ impl<S: Stream> Drop for ControlWait<'_, S> {
 }
 
 impl<S: Stream> WriteHalf<S> {
-    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
-        let config = &shared.config;
+    pub(crate) fn new(shared: Arc<Shared<S>>, config: &Config) -> Self {
         let sender = Sender::new(shared.role, config.deflate, config.compression_level, config.compression_threshold);
         WriteHalf {
             shared,
@@ -129,6 +138,46 @@ impl<S: Stream> WriteHalf<S> {
             sender,
             #[cfg(feature = "futures")]
             sink: None,
+        }
+    }
+
+    /// Gives up this half's reference to the connection, keeping the rest
+    /// to be put back with [`WriteHalf::rejoin`].
+    pub(super) fn detach(self) -> (Arc<Shared<S>>, Detached) {
+        let WriteHalf {
+            shared,
+            deadline,
+            open,
+            sender,
+            #[cfg(feature = "futures")]
+            sink,
+        } = self;
+        let rest = Detached {
+            deadline,
+            open,
+            sender,
+            #[cfg(feature = "futures")]
+            sink,
+        };
+        (shared, rest)
+    }
+
+    /// The half [`WriteHalf::detach`] took apart, on `shared` again.
+    pub(super) fn rejoin(shared: Arc<Shared<S>>, rest: Detached) -> Self {
+        let Detached {
+            deadline,
+            open,
+            sender,
+            #[cfg(feature = "futures")]
+            sink,
+        } = rest;
+        WriteHalf {
+            shared,
+            deadline,
+            open,
+            sender,
+            #[cfg(feature = "futures")]
+            sink,
         }
     }
 
@@ -223,12 +272,14 @@ impl<S: Stream> WriteHalf<S> {
     pub async fn feed_message(&mut self, kind: impl Into<MessageType>, data: impl AsRef<[u8]>) -> Result<()> {
         let (kind, data) = (kind.into(), data.as_ref());
         if self.is_plain(kind, data) && !kind.is_control() {
-            let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: data };
             loop {
+                // Made afresh each time round, so that it is not part of the future.
+                let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: data };
                 match self.shared.queue_frame(frame, Mode::Feed, false)? {
                     Queued::Done => return Ok(()),
-                    // The buffer filled up and is being written out.
-                    Queued::Waiting(end) => return flushed(&self.shared, self.deadline, end).await,
+                    // The buffer filled up and is being written out (boxed:
+                    // a slow path, kept out of every task's size).
+                    Queued::Waiting(end) => return Box::pin(flushed(&self.shared, self.deadline, end)).await,
                     // Full: write it out (in place, without a deadline), then feed.
                     Queued::NoRoom if self.deadline.is_none() => {
                         let shared = &*self.shared;
@@ -323,7 +374,7 @@ impl<S: Stream> WriteHalf<S> {
         if let Some(e) = self.shared.refusal() {
             return Err(e);
         }
-        let capacity = self.shared.config.write_buffer_size.max(1);
+        let capacity = self.shared.settings.write_buffer_size.max(1);
         self.open = Some(Box::new(OpenMessage {
             fragments: self.sender.begin(kind),
             buf: BytesMut::with_capacity(capacity),
@@ -518,7 +569,7 @@ impl<S: Stream> MessageWriter<'_, S> {
 impl<S: Stream> AsyncWrite for MessageWriter<'_, S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let half = &mut *self.half;
-        let capacity = half.shared.config.write_buffer_size.max(1);
+        let capacity = half.shared.settings.write_buffer_size.max(1);
         let Some(open) = &mut half.open else {
             return Poll::Ready(Err(Error::WriterClosed.into()));
         };

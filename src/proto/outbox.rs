@@ -31,6 +31,26 @@ struct Control {
     frame: Vec<u8>,
 }
 
+/// The control frames of an [`Outbox`].
+#[derive(Default)]
+struct Controls {
+    /// Waiting for room in the buffer, in order.
+    waiting: VecDeque<Control>,
+    /// In the buffer, by id, with their end position.
+    handed: VecDeque<(u64, u64)>,
+    next_id: u64,
+    /// The reader's pong that still waits in `waiting`.
+    reader_pong: Option<u64>,
+}
+
+impl Controls {
+    fn clear(&mut self) {
+        self.waiting.clear();
+        self.handed.clear();
+        self.reader_pong = None;
+    }
+}
+
 /// Who queues a control frame, which decides what happens to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -54,12 +74,9 @@ pub(crate) struct Outbox {
     written: u64,
     /// `written` when the stream last finished a flush.
     flushed: u64,
-    controls: VecDeque<Control>,
-    /// Control frames in `buf`, by id, with their end position.
-    handed: VecDeque<(u64, u64)>,
-    next_id: u64,
-    /// The reader's pong that still waits in `controls`.
-    reader_pong: Option<u64>,
+    /// Made at the first control frame: most connections send few, and
+    /// every idle one holds an `Outbox`.
+    controls: Option<Box<Controls>>,
     close_queued: bool,
     /// The first write failure; every later write returns it again.
     error: Option<Error>,
@@ -128,7 +145,7 @@ impl Outbox {
 
     /// Nothing waits to be written or flushed.
     pub(crate) fn is_idle(&self) -> bool {
-        self.buffered() == 0 && self.controls.is_empty() && self.flushed == self.written
+        self.buffered() == 0 && !self.controls_wait() && self.flushed == self.written
     }
 
     /// The end position of everything queued so far.
@@ -163,9 +180,9 @@ impl Outbox {
         if let Some(buf) = &mut self.buf {
             buf.clear();
         }
-        self.controls.clear();
-        self.handed.clear();
-        self.reader_pong = None;
+        if let Some(controls) = &mut self.controls {
+            controls.clear();
+        }
         self.progress += 1;
     }
 
@@ -210,8 +227,10 @@ impl Outbox {
     /// The stream finished a flush of everything written so far.
     pub(crate) fn flushed_all(&mut self) {
         self.flushed = self.written;
-        while self.handed.front().is_some_and(|&(_, end)| end <= self.flushed) {
-            self.handed.pop_front();
+        if let Some(controls) = &mut self.controls {
+            while controls.handed.front().is_some_and(|&(_, end)| end <= self.flushed) {
+                controls.handed.pop_front();
+            }
         }
         self.progress += 1;
     }
@@ -223,19 +242,20 @@ impl Outbox {
         if let Some(e) = self.refusal() {
             return Err(e);
         }
+        let controls = self.controls.get_or_insert_with(Box::default);
         if origin == Origin::ReaderPong {
-            if let Some(id) = self.reader_pong {
-                if let Some(waiting) = self.controls.iter_mut().find(|c| c.id == id) {
+            if let Some(id) = controls.reader_pong {
+                if let Some(waiting) = controls.waiting.iter_mut().find(|c| c.id == id) {
                     waiting.frame = frame;
                     return Ok(ControlId(id));
                 }
             }
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.controls.push_back(Control { id, frame });
+        let id = controls.next_id;
+        controls.next_id += 1;
+        controls.waiting.push_back(Control { id, frame });
         if origin == Origin::ReaderPong {
-            self.reader_pong = Some(id);
+            controls.reader_pong = Some(id);
         }
         if close {
             self.close_queued = true;
@@ -247,36 +267,46 @@ impl Outbox {
     /// `room` bytes. Called only between whole frames.
     #[inline]
     pub(crate) fn hand_controls(&mut self, room: usize, make: impl Fn() -> BytesMut) {
-        if !self.controls.is_empty() {
+        if self.controls_wait() {
             self.hand_waiting_controls(room, make);
         }
     }
 
+    /// Control frames wait for room.
+    #[inline]
+    fn controls_wait(&self) -> bool {
+        self.controls.as_ref().is_some_and(|controls| !controls.waiting.is_empty())
+    }
+
     fn hand_waiting_controls(&mut self, room: usize, make: impl Fn() -> BytesMut) {
+        let Some(mut controls) = self.controls.take() else { return };
         while self.buffered() < room {
-            let Some(control) = self.controls.pop_front() else { break };
-            if self.reader_pong == Some(control.id) {
-                self.reader_pong = None;
+            let Some(control) = controls.waiting.pop_front() else { break };
+            if controls.reader_pong == Some(control.id) {
+                controls.reader_pong = None;
             }
             let end = self.append(&make, |buf| buf.extend_from_slice(&control.frame));
-            self.handed.push_back((control.id, end));
+            controls.handed.push_back((control.id, end));
         }
+        self.controls = Some(controls);
     }
 
     /// The control frame `id` has been written and flushed.
     pub(crate) fn is_control_out(&self, id: ControlId) -> bool {
-        let waiting = self.controls.front().is_some_and(|c| c.id <= id.0);
-        let in_buffer = self.handed.front().is_some_and(|&(first, _)| first <= id.0);
+        let Some(controls) = &self.controls else { return true };
+        let waiting = controls.waiting.front().is_some_and(|c| c.id <= id.0);
+        let in_buffer = controls.handed.front().is_some_and(|&(first, _)| first <= id.0);
         !waiting && !in_buffer
     }
 
     /// Takes back a control frame that is still waiting for room; false when
     /// it is in the buffer already (or out).
     pub(crate) fn withdraw(&mut self, id: ControlId) -> bool {
-        let Some(at) = self.controls.iter().position(|c| c.id == id.0) else { return false };
-        self.controls.remove(at);
-        if self.reader_pong == Some(id.0) {
-            self.reader_pong = None;
+        let Some(controls) = &mut self.controls else { return false };
+        let Some(at) = controls.waiting.iter().position(|c| c.id == id.0) else { return false };
+        controls.waiting.remove(at);
+        if controls.reader_pong == Some(id.0) {
+            controls.reader_pong = None;
         }
         true
     }
