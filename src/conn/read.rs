@@ -131,6 +131,7 @@ impl<S: Stream> ReadHalf<S> {
 
     /// The stream, when this half holds the connection's last reference;
     /// otherwise the half, unchanged.
+    #[allow(clippy::result_large_err)]
     pub(super) fn try_into_stream(self) -> std::result::Result<S, Self> {
         let ReadHalf {
             shared,

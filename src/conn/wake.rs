@@ -22,7 +22,7 @@
 //! carry them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 /// The tasks waiting on a connection's write side.
@@ -128,6 +128,15 @@ impl Wake for WaiterSet {
     }
 }
 
+/// A waker that does nothing (`Waker::noop` needs a newer Rust than ours).
+static NOOP: LazyLock<Waker> = LazyLock::new(|| Waker::from(Arc::new(Noop)));
+
+struct Noop;
+
+impl Wake for Noop {
+    fn wake(self: Arc<Self>) {}
+}
+
 /// How the write side polls its stream: with a no-op waker first, and, when
 /// the stream is not ready, once more with the connection's own waker, which
 /// the stream then keeps. Polling again after `Pending` is always allowed,
@@ -146,7 +155,7 @@ impl<'a> StreamCx<'a> {
     /// Runs one poll of the stream.
     pub(crate) fn poll<T>(&mut self, mut f: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
         if self.waker.is_none() {
-            let polled = f(&mut Context::from_waker(Waker::noop()));
+            let polled = f(&mut Context::from_waker(&NOOP));
             if polled.is_ready() {
                 return polled;
             }
