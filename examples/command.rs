@@ -21,18 +21,18 @@
 //! What it teaches is the orderly end of both sides, with gorilla's timeouts:
 //!
 //! - When the program's output ends (it exited), the server sends a close
-//!   frame (1000) and waits up to [`CLOSE_GRACE_PERIOD`] (10 s) for the
+//!   frame (1000) and waits up to `CLOSE_GRACE_PERIOD` (10 s) for the
 //!   page's close frame before it drops the connection.
 //! - When the page goes away (its close frame, or a connection that ends or
 //!   stops answering pings), the program's standard input is closed, which
 //!   ends programs like `cat`; a program still running after the grace period
-//!   gets SIGINT, and one still running [`INTERRUPT_WAIT`] after that gets
+//!   gets SIGINT, and one still running `INTERRUPT_WAIT` (1 s) after that gets
 //!   SIGKILL. (gorilla sends SIGINT at once and kills after one second; here
 //!   a program reading its input to the end gets the grace period first.)
-//! - Keepalive as gorilla's: a ping every [`PING_PERIOD`] (54 s), and the
-//!   connection ends when no pong comes back before [`PONG_WAIT`] (60 s)
-//!   from the ping's previous pong; each write may take [`WRITE_WAIT`]
-//!   (10 s); messages from the page are limited to [`MAX_MESSAGE_SIZE`].
+//! - Keepalive as gorilla's: a ping every `PING_PERIOD` (54 s), and the
+//!   connection ends when no pong comes back before `PONG_WAIT` (60 s)
+//!   from the ping's previous pong; each write may take `WRITE_WAIT`
+//!   (10 s); messages from the page are limited to `MAX_MESSAGE_SIZE` (8 KiB).
 //!
 //! The connection is split: the connection's task reads the page's messages
 //! into the program, a second task sends the program's output. SIGINT is sent

@@ -123,6 +123,46 @@ async fn command_connects_cat_and_ends_it_with_the_client() {
     assert!(left.is_empty(), "processes left after the client closed: {left:?}");
 }
 
+/// Runs `program` for one WebSocket, closes the WebSocket, and returns how
+/// long the program outlived the close.
+async fn program_lifetime_after_close(program: &[&str]) -> Duration {
+    let mut args = vec!["--addr", "127.0.0.1:0", "--"];
+    args.extend(program);
+    let (server, addr) = Running::server("command", args).await;
+    let mut conn = dial(&format!("ws://{addr}/ws")).await;
+    let deadline = Instant::now() + STEP;
+    while children_of(server.pid()).is_empty() {
+        assert!(Instant::now() < deadline, "{program:?} was not started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    within("close", conn.close(CloseFrame::new(CloseCode::NORMAL, ""))).await.unwrap();
+    let closed = Instant::now();
+    let left = wait_no_children(server.pid(), Duration::from_secs(20)).await;
+    assert!(left.is_empty(), "{program:?} still runs 20 s after the client closed: {left:?}");
+    closed.elapsed()
+}
+
+#[tokio::test]
+async fn command_interrupts_a_program_that_ignores_its_input_after_the_grace_period() {
+    // `sleep` does not read its input: the end of it does not stop it, the
+    // SIGINT after the 10 s grace period does (SIGKILL would come at 11 s).
+    let lifetime = program_lifetime_after_close(&["sleep", "60"]).await;
+    assert!(
+        lifetime >= Duration::from_millis(9_500) && lifetime < Duration::from_millis(10_900),
+        "sleep ended {lifetime:?} after the close, not at the 10 s grace period"
+    );
+}
+
+#[tokio::test]
+async fn command_kills_a_program_that_ignores_sigint() {
+    // SIGINT ignored (the disposition survives `exec`): SIGKILL one second later.
+    let lifetime = program_lifetime_after_close(&["sh", "-c", "trap '' INT; exec sleep 60"]).await;
+    assert!(
+        lifetime >= Duration::from_millis(10_500) && lifetime < Duration::from_secs(14),
+        "the program ended {lifetime:?} after the close, not 1 s after the grace period"
+    );
+}
+
 #[tokio::test]
 async fn command_ends_the_connection_when_the_program_exits() {
     let (server, addr) = Running::server("command", ["--addr", "127.0.0.1:0", "--", "echo", "hi"]).await;
