@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: lints, docs, Autobahn conformance, then every cargo test.
+# The whole test suite: installs what it needs (scripts/setup.sh), then
+# lints, docs, Autobahn conformance, and every cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+
+echo "== what the tests need (Debian packages, installed when missing)"
+bash scripts/setup.sh
 
 echo "== rustfmt, clippy, rustdoc"
 cargo fmt --all -- --check
