@@ -112,8 +112,7 @@ async fn main() -> std::io::Result<()> {
         .enable_compression(compression)
         .read_limit(Some(MAX_MESSAGE_SIZE))
         .ping_interval(Some(PING_PERIOD))
-        .pong_timeout(PONG_WAIT)
-        .close_timeout(SHUTDOWN_WAIT);
+        .pong_timeout(PONG_WAIT);
     let (hub, commands) = mpsc::unbounded_channel();
     let hub_task = tokio::spawn(run_hub(commands, broker));
     // Every client task holds a clone of `done`; when all are gone, `recv`
