@@ -67,6 +67,10 @@ impl Browser {
             .arg("--no-first-run")
             .arg("--no-default-browser-check")
             .arg("--no-pings")
+            // Tabs in the background run as if in front.
+            .arg("--disable-background-timer-throttling")
+            .arg("--disable-backgrounding-occluded-windows")
+            .arg("--disable-renderer-backgrounding")
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -206,6 +210,7 @@ impl Page {
     /// Focuses the element matching `selector`, clears it, and types `text`
     /// into it as a user would (any characters, not only ASCII).
     pub async fn type_text(&self, selector: &str, text: &str) {
+        self.cdp.call("Page.bringToFront", json!({})).await;
         let sel = json!(selector);
         self.eval(&format!(
             "(() => {{ const e = document.querySelector({sel}); if (!e) throw new Error('no element ' + {sel}); \
@@ -217,6 +222,7 @@ impl Page {
 
     /// Clicks the center of the element matching `selector` with the mouse.
     pub async fn click(&self, selector: &str) {
+        self.cdp.call("Page.bringToFront", json!({})).await;
         let sel = json!(selector);
         let point = self
             .eval(&format!(
@@ -238,6 +244,7 @@ impl Page {
 
     /// Presses Enter in the focused element.
     pub async fn press_enter(&self) {
+        self.cdp.call("Page.bringToFront", json!({})).await;
         for kind in ["keyDown", "keyUp"] {
             let mut params = json!({ "type": kind, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13 });
             if kind == "keyDown" {
