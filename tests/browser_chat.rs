@@ -257,6 +257,27 @@ fn chat_binary() -> &'static PathBuf {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--example", "chat", "--target-dir"])
             .arg(target_dir);
+        // Without the variables cargo sets for this test: build scripts that
+        // watch them would otherwise be rerun, and their crates rebuilt, each
+        // time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name == "OUT_DIR"
+                || [
+                    "CARGO_MANIFEST_DIR",
+                    "CARGO_MANIFEST_PATH",
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&name.as_ref())
+            {
+                cargo.env_remove(name.as_ref());
+            }
+        }
         match profile {
             "debug" => {}
             "release" => {
