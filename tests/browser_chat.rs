@@ -257,6 +257,22 @@ fn chat_binary() -> &'static PathBuf {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--example", "chat", "--target-dir"])
             .arg(target_dir);
+        // The features of this test's build, so that the library built for
+        // it is reused.
+        let features: Vec<&str> = [
+            ("tokio", cfg!(feature = "tokio")),
+            ("tls", cfg!(feature = "tls")),
+            ("rustls", cfg!(feature = "rustls")),
+            ("blocking", cfg!(feature = "blocking")),
+            ("futures", cfg!(feature = "futures")),
+            ("axum", cfg!(feature = "axum")),
+            ("json", cfg!(feature = "json")),
+            ("hyper", cfg!(feature = "hyper")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        cargo.args(["--no-default-features", "--features", &features.join(",")]);
         // Without the variables cargo sets for this test: build scripts that
         // watch them would otherwise be rerun, and their crates rebuilt, each
         // time.
