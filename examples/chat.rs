@@ -342,7 +342,15 @@ async fn read_pump(mut read: ReadHalf<UpgradedStream>, hub: &mpsc::UnboundedSend
             }
             Ok(_) => {} // binary messages are not part of this chat
             Err(e) => {
-                if !e.is_close(&[CloseCode::NORMAL, CloseCode::GOING_AWAY, CloseCode::NO_STATUS_RECEIVED]) {
+                // Closes from either side are routine (1008: this server
+                // closed a slow client, and said so already).
+                let routine = [
+                    CloseCode::NORMAL,
+                    CloseCode::GOING_AWAY,
+                    CloseCode::NO_STATUS_RECEIVED,
+                    CloseCode::POLICY_VIOLATION,
+                ];
+                if !e.is_close(&routine) {
                     eprintln!("chat: client: {e}");
                 }
                 return;
