@@ -113,7 +113,8 @@ async fn main() -> std::io::Result<()> {
         .read_limit(Some(MAX_MESSAGE_SIZE))
         .ping_interval(Some(PING_PERIOD))
         .pong_timeout(PONG_WAIT);
-    let (hub, commands) = mpsc::unbounded_channel();
+    // Bounded too: a client sending faster than the hub broadcasts waits.
+    let (hub, commands) = mpsc::channel(1024);
     let hub_task = tokio::spawn(run_hub(commands, broker));
     // Every client task holds a clone of `done`; when all are gone, `recv`
     // says so. The server only has a weak reference, so that idle HTTP
@@ -153,7 +154,7 @@ async fn main() -> std::io::Result<()> {
     // Stop accepting, say goodbye to everyone, wait a little for the replies.
     drop(listener);
     eprintln!("chat: shutting down");
-    let _ = hub.send(Command::Shutdown);
+    let _ = hub.send(Command::Shutdown).await;
     drop((server, done));
     let _ = tokio::time::timeout(SHUTDOWN_WAIT, all_done.recv()).await;
     hub_task.abort();
@@ -184,7 +185,7 @@ async fn shutdown_signal() {
 #[derive(Clone)]
 struct Server {
     upgrader: Upgrader,
-    hub: mpsc::UnboundedSender<Command>,
+    hub: mpsc::Sender<Command>,
     done: Weak<mpsc::Sender<()>>,
     next_id: Arc<AtomicU64>,
 }
@@ -246,7 +247,7 @@ struct Client {
 
 /// The hub: owns the clients, broadcasts local messages (and publishes them
 /// to the broker) and the broker's messages from other processes.
-async fn run_hub(mut commands: mpsc::UnboundedReceiver<Command>, broker: Option<Arc<dyn Broker>>) {
+async fn run_hub(mut commands: mpsc::Receiver<Command>, broker: Option<Arc<dyn Broker>>) {
     let origin = process_id();
     let mut remote = match &broker {
         Some(broker) => broker.subscribe(),
@@ -315,28 +316,28 @@ async fn run_hub(mut commands: mpsc::UnboundedReceiver<Command>, broker: Option<
 async fn serve_client(
     id: u64,
     (read, write): (ReadHalf<UpgradedStream>, WriteHalf<UpgradedStream>),
-    hub: mpsc::UnboundedSender<Command>,
+    hub: mpsc::Sender<Command>,
     _done: mpsc::Sender<()>,
 ) {
     let (queue, outgoing) = mpsc::channel(QUEUE);
     let (close, closing) = oneshot::channel();
-    if hub.send(Command::Join { id, queue, close }).is_err() {
+    if hub.send(Command::Join { id, queue, close }).await.is_err() {
         return; // shutting down
     }
     let writer = tokio::spawn(write_pump(write, outgoing, closing));
     read_pump(read, &hub).await;
-    let _ = hub.send(Command::Leave { id });
+    let _ = hub.send(Command::Leave { id }).await;
     // The hub drops the client's queue, which ends the writer (unless it is
     // closing the connection, which the close handshake bounds).
     let _ = writer.await;
 }
 
 /// Passes the client's messages to the hub until the connection ends.
-async fn read_pump(mut read: ReadHalf<UpgradedStream>, hub: &mpsc::UnboundedSender<Command>) {
+async fn read_pump(mut read: ReadHalf<UpgradedStream>, hub: &mpsc::Sender<Command>) {
     loop {
         match read.read_message().await {
             Ok(msg) if msg.kind == MessageType::Text => {
-                if hub.send(Command::Message { text: msg.data }).is_err() {
+                if hub.send(Command::Message { text: msg.data }).await.is_err() {
                     return;
                 }
             }
