@@ -20,10 +20,11 @@
 //! the `PATH`); without them the tests fail.
 
 mod browser_support;
+mod examples_support;
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use browser_support::{Browser, Page};
@@ -244,69 +245,8 @@ fn free_port() -> u16 {
 }
 
 /// The example, built once for all the tests of this file.
-fn chat_binary() -> &'static PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap().to_owned();
-        let target_dir = profile_dir.parent().unwrap();
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        let mut cargo = std::process::Command::new(env!("CARGO"));
-        cargo
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--example", "chat", "--target-dir"])
-            .arg(target_dir);
-        // The features of this test's build, so that the library built for
-        // it is reused.
-        let features: Vec<&str> = [
-            ("tokio", cfg!(feature = "tokio")),
-            ("tls", cfg!(feature = "tls")),
-            ("rustls", cfg!(feature = "rustls")),
-            ("blocking", cfg!(feature = "blocking")),
-            ("futures", cfg!(feature = "futures")),
-            ("axum", cfg!(feature = "axum")),
-            ("json", cfg!(feature = "json")),
-            ("hyper", cfg!(feature = "hyper")),
-        ]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
-        cargo.args(["--no-default-features", "--features", &features.join(",")]);
-        // Without the variables cargo sets for this test: build scripts that
-        // watch them would otherwise be rerun, and their crates rebuilt, each
-        // time.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_")
-                || name == "OUT_DIR"
-                || [
-                    "CARGO_MANIFEST_DIR",
-                    "CARGO_MANIFEST_PATH",
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .contains(&name.as_ref())
-            {
-                cargo.env_remove(name.as_ref());
-            }
-        }
-        match profile {
-            "debug" => {}
-            "release" => {
-                cargo.arg("--release");
-            }
-            other => {
-                cargo.args(["--profile", other]);
-            }
-        }
-        let status = cargo.status().expect("cannot run cargo to build the chat example");
-        assert!(status.success(), "`cargo build --example chat` failed: {status}");
-        profile_dir.join("examples").join(format!("chat{}", std::env::consts::EXE_SUFFIX))
-    })
+fn chat_binary() -> PathBuf {
+    examples_support::example("chat")
 }
 
 /// A running examples/chat process; killed when dropped.
@@ -321,7 +261,7 @@ struct Chat {
 impl Chat {
     async fn start(args: &[&str]) -> Chat {
         let binary = tokio::task::spawn_blocking(chat_binary).await.unwrap();
-        let mut child = Command::new(binary)
+        let mut child = Command::new(&binary)
             .arg("127.0.0.1:0")
             .args(args)
             .stdin(Stdio::null())

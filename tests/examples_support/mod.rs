@@ -1,6 +1,7 @@
-//! Runs the example programs (`examples/echo.rs`, `client.rs`, `command.rs`,
-//! `filewatch.rs`) as real processes: builds them once per test binary with
-//! the same cargo, profile and features as the tests, starts them, reads the
+//! Runs the example programs (`examples/chat.rs`, `echo.rs`, `client.rs`,
+//! `command.rs`, `filewatch.rs`) as real processes: builds them once per test
+//! binary with the same cargo, target directory, profile and features as the
+//! tests, starts them, reads the
 //! URL they print, and kills them when the test is done with them.
 
 #![allow(dead_code)]
@@ -14,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// The examples these tests run.
-const EXAMPLES: [&str; 4] = ["echo", "client", "command", "filewatch"];
+const EXAMPLES: [&str; 5] = ["chat", "echo", "client", "command", "filewatch"];
 
 /// The bound on any one step of a test (a line of output, an exit): only
 /// reached when something is broken.
@@ -24,7 +25,7 @@ pub const STEP: Duration = Duration::from_secs(15);
 pub fn example(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     assert!(EXAMPLES.contains(&name), "{name} is not among the examples built here");
-    DIR.get_or_init(build).join(name)
+    DIR.get_or_init(build).join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// `cargo build --example ...` for every example, with the features this
@@ -45,8 +46,27 @@ fn build() -> PathBuf {
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))
     .collect();
+    // This test runs from <target>/<profile>/deps/: the examples go to
+    // <target>/<profile>/examples/.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("<target>/<profile>").to_owned();
+    let target_dir = profile_dir.parent().expect("<target>");
     let mut cargo = std::process::Command::new(env!("CARGO"));
-    cargo.current_dir(manifest_dir).arg("build").args(["--no-default-features", "--features", &features.join(",")]);
+    cargo.current_dir(manifest_dir).arg("build").arg("--target-dir").arg(target_dir).args([
+        "--no-default-features",
+        "--features",
+        &features.join(","),
+    ]);
+    match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cargo.arg("--release");
+        }
+        Some(other) => {
+            cargo.args(["--profile", other]);
+        }
+        None => panic!("no profile in {}", profile_dir.display()),
+    }
     for name in EXAMPLES {
         cargo.args(["--example", name]);
     }
@@ -56,6 +76,7 @@ fn build() -> PathBuf {
     for (key, _) in std::env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         if key.starts_with("CARGO_PKG_")
+            || key == "OUT_DIR"
             || matches!(
                 key,
                 "CARGO_MANIFEST_DIR"
@@ -77,8 +98,7 @@ fn build() -> PathBuf {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| manifest_dir.join("target"), PathBuf::from);
-    manifest_dir.join(target).join("debug").join("examples")
+    profile_dir.join("examples")
 }
 
 /// A running example; killed when dropped.
