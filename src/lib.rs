@@ -185,6 +185,18 @@ pub fn subprotocols<B>(request: &http::Request<B>) -> Vec<&str> {
     proto::handshake::requested_subprotocols(request.headers())
 }
 
+/// Guides that go beyond the reference: how to move a program over from
+/// another library.
+pub mod guide {
+    /// Porting from Go's gorilla/websocket: every identifier, the idioms, and
+    /// what differs on purpose.
+    #[cfg_attr(
+        all(feature = "tokio", feature = "hyper"),
+        doc = include_str!("../docs/porting-from-gorilla.md")
+    )]
+    pub mod porting_from_gorilla {}
+}
+
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
