@@ -125,6 +125,11 @@ impl Cause {
         Cause { context: context.into(), source: Some(Arc::new(source)) }
     }
 
+    /// A cause made by an error that is already boxed (a caller's).
+    pub(crate) fn with_boxed_source(context: impl Into<String>, source: Box<dyn StdError + Send + Sync>) -> Self {
+        Cause { context: context.into(), source: Some(Arc::from(source)) }
+    }
+
     /// What failed, without the underlying error's own message.
     pub fn context(&self) -> &str {
         &self.context

@@ -1,4 +1,5 @@
-//! The proxy taken from the environment (`Proxy::FromEnvironment`, the default).
+//! The proxy taken from the environment (`Proxy::FromEnvironment`, the
+//! proxy of `Dialer::from_env`), and `Dialer::new`, which ignores it.
 //!
 //! Environment variables are global to the process, so this binary has a
 //! single test that sets them step by step. Loopback targets bypass the
@@ -32,12 +33,12 @@ fn set_env(pairs: &[(&str, &str)]) {
 
 type Asked = Arc<Mutex<Vec<(String, u16)>>>;
 
-/// A dialer with the default proxy setting whose connect function resolves
-/// `names` to local addresses (anything else fails) and records each request.
-fn env_dialer(names: Vec<(&'static str, SocketAddr)>) -> (Dialer, Asked) {
+/// `base` with a connect function that resolves `names` to local addresses
+/// (anything else fails) and records each request.
+fn resolving(base: Dialer, names: Vec<(&'static str, SocketAddr)>) -> (Dialer, Asked) {
     let asked: Asked = Arc::default();
     let record = asked.clone();
-    let d = Dialer::new().handshake_timeout(Some(LIMIT)).connect_fn(move |host, port| {
+    let d = base.handshake_timeout(Some(LIMIT)).connect_fn(move |host, port| {
         record.lock().unwrap().push((host.clone(), port));
         let found = names.iter().find(|(name, _)| *name == host).map(|(_, addr)| *addr);
         async move {
@@ -70,7 +71,8 @@ async fn proxy_from_environment_and_no_proxy() {
         ("example.test", server),
         ("127.0.0.1", server),
     ];
-    let (d, asked) = env_dialer(names);
+    let (d, asked) = resolving(Dialer::from_env(), names.clone());
+    let (plain, plain_asked) = resolving(Dialer::new(), names);
 
     // HTTP_PROXY is used for ws://: the connect function is asked for the proxy.
     set_env(&[("HTTP_PROXY", "http://proxy.invalid:3128")]);
@@ -81,6 +83,18 @@ async fn proxy_from_environment_and_no_proxy() {
     conn.write_text("proxied").await.unwrap();
     assert_eq!(within(conn.read_message()).await.unwrap().as_text(), Some("proxied"));
     drop(conn);
+
+    // Dialer::new (and Dialer::default) ignore the environment: direct.
+    let (_conn, _) = within(plain.connect("ws://example.test/env")).await.unwrap();
+    assert_eq!(take(&plain_asked), pair("example.test", 80));
+    assert_eq!(fake.connections(), 1, "Dialer::new used the environment's proxy");
+    within(peers.recv()).await.unwrap();
+    let (_conn, _) =
+        within(resolving(Dialer::default(), vec![("example.test", server)]).0.connect("ws://example.test/"))
+            .await
+            .unwrap();
+    assert_eq!(fake.connections(), 1, "Dialer::default used the environment's proxy");
+    within(peers.recv()).await.unwrap();
 
     // NO_PROXY naming the host: straight to example.test:80, the proxy is not used.
     set_env(&[("HTTP_PROXY", "http://proxy.invalid:3128"), ("NO_PROXY", "example.test")]);

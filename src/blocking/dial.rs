@@ -16,13 +16,14 @@ use http::Response;
 use super::conn::{Conn, Transport};
 use super::head_io::read_head;
 use super::proxy::tunnel;
-use crate::dial::{Answer, Dialer, Target, BODY_EXCERPT_TIME};
+use crate::dial::{Answer, Dialer, ProxyKind, Target, BODY_EXCERPT_TIME};
 use crate::error::{Error, Result};
 use crate::proto::client_handshake::ClientHandshake;
 use crate::proto::Role;
 
+/// TLS over TCP, or over TLS to an `https://` proxy.
 #[cfg(feature = "rustls")]
-type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, ClientStream>;
 
 /// Dials `url` (`ws://` or `wss://`) with `dialer` and runs the opening
 /// handshake; returns the connection and the server's `101` response.
@@ -55,6 +56,19 @@ pub fn connect(dialer: &Dialer, url: &str) -> Result<(Conn<ClientStream>, Respon
     deadline.judge(dial)
 }
 
+/// Dials as [`connect`] with what `request` says for this call alone, as
+/// the async `Dialer::connect_with`: its URI (an absolute `ws://` or
+/// `wss://` URL) is dialed, its headers are added to the dialer's, and its
+/// `Sec-WebSocket-Protocol` header (comma-separated names) replaces the
+/// dialer's subprotocol offer. The method must be `GET`; the handshake's
+/// own headers (`Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+/// `Sec-WebSocket-Version`, `Sec-WebSocket-Extensions`) fail the dial with
+/// [`Error::InvalidRequest`] before connecting.
+pub fn connect_with(dialer: &Dialer, request: http::Request<()>) -> Result<(Conn<ClientStream>, Response<()>)> {
+    let (dialer, url) = dialer.per_call(request)?;
+    connect(&dialer, &url)
+}
+
 /// Runs the opening handshake for `url` over a stream that is already
 /// connected (gorilla's `NewClient`); no proxy or TLS is added. The
 /// handshake timeout bounds it through the stream's timeouts, which are
@@ -72,20 +86,33 @@ fn open(dialer: &Dialer, target: &Target, deadline: Deadline) -> Result<ClientSt
     if target.tls && cfg!(not(feature = "rustls")) {
         return Err(Error::InvalidUrl("wss:// needs the `rustls` feature".into()));
     }
-    let tcp = match dialer.proxy.resolve(target)? {
+    let stream = match dialer.proxy.resolve(target)? {
         Some(server) => {
             server.check(target)?;
-            let mut tcp = connect_tcp(&server.host, server.port, deadline)?;
-            tunnel(&mut Timed::new(&mut tcp, deadline), &server, target)?;
-            tcp
+            let tcp = connect_tcp(&server.host, server.port, deadline)?;
+            let mut stream = match server.kind {
+                // TLS to the proxy, checked for the proxy's name; the tunnel
+                // runs inside it.
+                #[cfg(feature = "rustls")]
+                ProxyKind::HttpsConnect => {
+                    ClientStream::tls(tls_connect(dialer, &server.host, ClientStream::tcp(tcp), deadline)?)
+                }
+                #[cfg(not(feature = "rustls"))]
+                ProxyKind::HttpsConnect => {
+                    return Err(Error::InvalidUrl("https:// proxies need the `rustls` feature".into()))
+                }
+                _ => ClientStream::tcp(tcp),
+            };
+            tunnel(&mut Timed::new(&mut stream, deadline), &server, target)?;
+            stream
         }
-        None => connect_tcp(&target.host, target.port, deadline)?,
+        None => ClientStream::tcp(connect_tcp(&target.host, target.port, deadline)?),
     };
     #[cfg(feature = "rustls")]
     if target.tls {
-        return tls_connect(dialer, &target.host, tcp, deadline).map(ClientStream::tls);
+        return tls_connect(dialer, &target.host, stream, deadline).map(ClientStream::tls);
     }
-    Ok(ClientStream::tcp(tcp))
+    Ok(stream)
 }
 
 /// Connects to each address `host` resolves to in turn, until one answers.
@@ -109,7 +136,7 @@ fn connect_tcp(host: &str, port: u16, deadline: Deadline) -> Result<TcpStream> {
 }
 
 #[cfg(feature = "rustls")]
-fn tls_connect(dialer: &Dialer, host: &str, mut tcp: TcpStream, deadline: Deadline) -> Result<TlsStream> {
+fn tls_connect(dialer: &Dialer, host: &str, mut tcp: ClientStream, deadline: Deadline) -> Result<TlsStream> {
     let config = crate::dial::client_config(&dialer.tls)?;
     let name = crate::dial::server_name(host)?;
     let mut tls =
@@ -260,7 +287,7 @@ impl<S: Transport> Write for Timed<'_, S> {
 }
 
 /// The stream of a connection opened by [`connect`]: TCP, or TLS over TCP
-/// for `wss://`.
+/// for `wss://` (or over TLS to an `https://` proxy).
 pub struct ClientStream {
     inner: Inner,
 }
@@ -295,7 +322,7 @@ impl ClientStream {
         match &self.inner {
             Inner::Tcp(s) => s,
             #[cfg(feature = "rustls")]
-            Inner::Tls(s) => s.get_ref(),
+            Inner::Tls(s) => s.get_ref().tcp_stream(),
         }
     }
 

@@ -11,6 +11,7 @@ use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::proxy::ProxyKind;
 use super::stream::{BoxedStream, ClientStream};
 use super::target::Target;
 use super::{tunnel, Answer, Dialer, BODY_EXCERPT_TIME};
@@ -32,7 +33,7 @@ pub(crate) enum Alpn {
     None,
 }
 
-#[cfg(all(feature = "tls", not(feature = "hyper")))]
+#[cfg(not(feature = "hyper"))]
 impl Alpn {
     fn protocols(self) -> Vec<Vec<u8>> {
         Vec::new()
@@ -44,9 +45,10 @@ impl Alpn {
 pub type ConnectFn =
     Arc<dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = io::Result<BoxedStream>> + Send>> + Send + Sync>;
 
-/// Dials `url` with [`Dialer::default`].
+/// Dials `url` with [`Dialer::from_env`] (gorilla's `DefaultDialer`: the
+/// proxy from the environment, a 45 s handshake timeout).
 pub async fn connect(url: &str) -> Result<(Conn<ClientStream>, Response<()>)> {
-    Dialer::default().connect(url).await
+    Dialer::from_env().connect(url).await
 }
 
 impl Dialer {
@@ -83,6 +85,35 @@ impl Dialer {
             Some(limit) => tokio::time::timeout(limit, dial).await.unwrap_or(Err(Error::Timeout)),
             None => dial.await,
         }
+    }
+
+    /// Dials as [`Dialer::connect`] with what `request` says for this call
+    /// alone: its URI (an absolute `ws://` or `wss://` URL) is dialed, its
+    /// headers are added to the dialer's, and a `Sec-WebSocket-Protocol`
+    /// header in it (one or more, comma-separated names) replaces the
+    /// dialer's subprotocol offer (the names of all such headers, in
+    /// order). The request's method must be `GET`; its version is not
+    /// used. The headers the handshake writes itself are refused as with
+    /// [`Dialer::header`]: `Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version` and `Sec-WebSocket-Extensions` fail the dial
+    /// with [`Error::InvalidRequest`] before connecting.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), silverback::Error> {
+    /// let dialer = silverback::Dialer::new();
+    /// let request = http::Request::get("wss://example.com/chat")
+    ///     .header("Authorization", "Bearer abc")
+    ///     .header("Sec-WebSocket-Protocol", "chat.v2, chat.v1")
+    ///     .body(())
+    ///     .unwrap();
+    /// let (conn, _) = dialer.connect_with(request).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancel safety: as [`Dialer::connect`].
+    pub async fn connect_with(&self, request: http::Request<()>) -> Result<(Conn<ClientStream>, Response<()>)> {
+        let (dialer, url) = self.per_call(request)?;
+        dialer.connect(&url).await
     }
 
     /// Runs the opening handshake for `url` over a stream that is already
@@ -144,22 +175,18 @@ impl Dialer {
             Some(server) => {
                 server.check(target)?;
                 let mut stream = self.open_transport(&server.host, server.port).await?;
+                if server.kind == ProxyKind::HttpsConnect {
+                    // TLS to the proxy, checked for the proxy's name; the
+                    // tunnel runs inside it.
+                    stream = self.wrap_tls(&server.host, stream, &[]).await?;
+                }
                 tunnel::tunnel(&mut stream, &server, target).await?;
                 stream
             }
             None => self.open_transport(&target.host, target.port).await?,
         };
         if target.tls {
-            #[cfg(feature = "tls")]
-            {
-                let config = super::tls::client_config(&self.tls)?;
-                stream = super::tls::connect(config, &alpn.protocols(), &target.host, stream.into_boxed()).await?;
-            }
-            #[cfg(not(feature = "tls"))]
-            {
-                let _ = (&mut stream, alpn);
-                return Err(Error::InvalidUrl("wss:// needs the `tls` feature".into()));
-            }
+            stream = self.wrap_tls(&target.host, stream, &alpn.protocols()).await?;
         }
         Ok(stream)
     }

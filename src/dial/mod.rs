@@ -25,6 +25,8 @@ mod target;
 #[cfg(feature = "rustls")]
 mod tls;
 #[cfg(feature = "tokio")]
+mod tls_connect;
+#[cfg(feature = "tokio")]
 mod tunnel;
 
 use std::fmt;
@@ -42,11 +44,13 @@ pub use connect::{connect, ConnectFn};
 pub use cookies::{CookieJar, MemoryCookieJar};
 #[cfg(feature = "hyper")]
 pub use http2::{Http2Connection, Http2Mode};
-pub use proxy::Proxy;
+pub use proxy::{BoxError, Proxy, ProxyFn};
 #[cfg(feature = "tokio")]
 pub use stream::{AsyncStream, BoxedStream, ClientStream};
 #[cfg(feature = "rustls")]
-pub use tls::TlsRoots;
+pub use tls::{AcceptAnyCertificate, TlsRoots};
+#[cfg(feature = "tokio")]
+pub use tls_connect::{BoxFuture, TlsConnect};
 
 #[cfg(feature = "blocking")]
 pub(crate) use proxy::{connect_reply, connect_reply_reader, connect_request, ProxyKind, ProxyServer};
@@ -94,6 +98,8 @@ pub struct Dialer {
     pub(crate) config: Config,
     #[cfg(feature = "tokio")]
     connect: Option<ConnectFn>,
+    #[cfg(feature = "tokio")]
+    tls_connector: Option<tls_connect::TlsConnector>,
     pub(crate) proxy: Proxy,
     #[cfg(feature = "rustls")]
     pub(crate) tls: TlsRoots,
@@ -109,13 +115,15 @@ pub struct Dialer {
 }
 
 impl Default for Dialer {
-    /// gorilla's `DefaultDialer`: proxy from the environment, 45 s handshake timeout.
+    /// The same as [`Dialer::new`]: no proxy, 45 s handshake timeout.
     fn default() -> Self {
         Dialer {
             config: Config::default(),
             #[cfg(feature = "tokio")]
             connect: None,
-            proxy: Proxy::FromEnvironment,
+            #[cfg(feature = "tokio")]
+            tls_connector: None,
+            proxy: Proxy::None,
             #[cfg(feature = "rustls")]
             tls: TlsRoots::default(),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
@@ -136,7 +144,7 @@ impl fmt::Debug for Dialer {
         let mut f = f.debug_struct("Dialer");
         f.field("config", &self.config);
         #[cfg(feature = "tokio")]
-        f.field("custom_connect", &self.connect.is_some());
+        f.field("custom_connect", &self.connect.is_some()).field("custom_tls", &self.tls_connector.is_some());
         f.field("proxy", &self.proxy)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("subprotocols", &self.subprotocols)
@@ -154,12 +162,25 @@ impl Dialer {
 
     crate::config::connection_options!();
 
-    /// A dialer with the defaults of [`Dialer::default`].
+    /// A dialer that connects directly (no proxy, whatever the environment
+    /// says), with a handshake timeout of 45 s ([`DEFAULT_HANDSHAKE_TIMEOUT`])
+    /// and no other timeout; the same as [`Dialer::default`]. For gorilla's
+    /// `DefaultDialer`, which takes its proxy from the environment, use
+    /// [`Dialer::from_env`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Which proxy to use; the default reads the environment.
+    /// gorilla's `DefaultDialer`: [`Dialer::new`] with the proxy taken from
+    /// the environment ([`Proxy::FromEnvironment`]: `HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`) and a 45 s handshake timeout.
+    /// [`connect`](crate::connect) dials with it.
+    pub fn from_env() -> Self {
+        Self::new().proxy(Proxy::FromEnvironment)
+    }
+
+    /// Which proxy to use: none for [`Dialer::new`], the environment's for
+    /// [`Dialer::from_env`].
     pub fn proxy(mut self, proxy: Proxy) -> Self {
         self.proxy = proxy;
         self
@@ -208,7 +229,11 @@ impl Dialer {
     }
 
     /// Adds a request header (`Origin`, `Authorization`, …). The handshake's
-    /// own headers may not be set this way; the dial fails if they are. A
+    /// own headers (`Upgrade`, `Connection`, `Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version`, `Sec-WebSocket-Extensions`, and
+    /// `Sec-WebSocket-Protocol` when subprotocols are offered) may not be
+    /// set this way; the dial fails with [`Error::InvalidRequest`] if they
+    /// are. A
     /// `Host` header replaces the URL's host in the request: it must be one
     /// host with an optional port, given once, or the dial fails with
     /// [`Error::InvalidRequest`] before connecting.
@@ -248,6 +273,39 @@ impl Dialer {
     pub fn http2(mut self, mode: Http2Mode) -> Self {
         self.http2 = mode;
         self
+    }
+
+    /// The dialer and URL of one call of `connect_with`: see
+    /// [`Dialer::connect_with`] and `blocking::connect_with`.
+    #[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
+    pub(crate) fn per_call(&self, request: http::Request<()>) -> Result<(Dialer, String)> {
+        let (parts, ()) = request.into_parts();
+        if parts.method != http::Method::GET {
+            return Err(Error::InvalidRequest(format!("a WebSocket request is a GET, not {}", parts.method)));
+        }
+        let url = parts.uri.to_string();
+        let mut dialer = self.clone();
+        let mut headers = parts.headers;
+        let offered: Vec<HeaderValue> = headers.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().cloned().collect();
+        if !offered.is_empty() {
+            headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+            let mut protocols = Vec::new();
+            for value in &offered {
+                let value = value
+                    .to_str()
+                    .map_err(|_| Error::InvalidRequest("Sec-WebSocket-Protocol is not visible ASCII".into()))?;
+                protocols.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned));
+            }
+            dialer.subprotocols = protocols;
+        }
+        let mut last = None;
+        for (name, value) in headers {
+            // `into_iter` names only the first of several values.
+            let name = name.or(last.take()).expect("a header map's first entry has a name");
+            dialer.headers.append(name.clone(), value);
+            last = Some(name);
+        }
+        Ok((dialer, url))
     }
 
     /// Builds and checks the whole handshake request for `target`, before

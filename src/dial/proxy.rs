@@ -5,7 +5,9 @@
 //! I/O; the async tunnel (`tunnel.rs`) and the blocking one
 //! (`crate::blocking`) only move the bytes.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -20,7 +22,16 @@ use crate::proto::head::{Head, HeadError, HeadLimits, HeadReader, ReasonPhrase};
 /// The bounds on a proxy's reply head.
 const REPLY_LIMITS: HeadLimits = HeadLimits { max_bytes: 8 * 1024, max_headers: 32 };
 
+/// The error type a proxy function returns: any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Which proxy a [`crate::Dialer`] goes through.
+///
+/// Proxy URLs name the kind of proxy by their scheme: `http://` for an HTTP
+/// `CONNECT` tunnel, `https://` for the same over TLS to the proxy (checked
+/// with the dialer's TLS settings, the proxy's host as the name),
+/// `socks5://` or `socks5h://` for SOCKS5; each with an optional
+/// `user:pass@`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Proxy {
@@ -31,9 +42,65 @@ pub enum Proxy {
     #[default]
     FromEnvironment,
     /// Always this proxy: `http://[user:pass@]host:port` for a `CONNECT`
-    /// tunnel, `socks5://[user:pass@]host:port` (or `socks5h://`) for SOCKS5.
+    /// tunnel, `https://…` for a `CONNECT` tunnel inside TLS to the proxy,
+    /// `socks5://[user:pass@]host:port` (or `socks5h://`) for SOCKS5.
     Url(Url),
+    /// A proxy chosen for each dial by a function (gorilla's `Proxy`
+    /// field); see [`Proxy::custom`].
+    Custom(ProxyFn),
 }
+
+impl Proxy {
+    /// A proxy chosen for each dial by `choose`, which is given the URL
+    /// dialed (`ws://` or `wss://`) and returns the proxy's URL, or `None`
+    /// to connect directly. Loopback hosts and `NO_PROXY` get no special
+    /// treatment: the function decides.
+    ///
+    /// An error from the function fails the dial with [`Error::Proxy`]
+    /// before any connection is made; the function's error is the cause's
+    /// source ([`crate::Cause::downcast_ref`] finds it), the cause's
+    /// context names the host and port.
+    ///
+    /// ```
+    /// use silverback::{Dialer, Proxy};
+    /// use url::Url;
+    ///
+    /// let dialer = Dialer::new().proxy(Proxy::custom(|url| {
+    ///     if url.host_str() == Some("internal.example") {
+    ///         Ok(None)
+    ///     } else {
+    ///         Ok(Some(Url::parse("http://proxy.example:3128")?))
+    ///     }
+    /// }));
+    /// ```
+    pub fn custom<F>(choose: F) -> Proxy
+    where
+        F: Fn(&Url) -> Result<Option<Url>, BoxError> + Send + Sync + 'static,
+    {
+        Proxy::Custom(ProxyFn(Arc::new(choose)))
+    }
+}
+
+/// The function of a [`Proxy::Custom`]. Two are equal when they are the
+/// same function (clones of one [`Proxy::custom`]).
+#[derive(Clone)]
+pub struct ProxyFn(Arc<ProxyChooser>);
+
+type ProxyChooser = dyn Fn(&Url) -> Result<Option<Url>, BoxError> + Send + Sync;
+
+impl fmt::Debug for ProxyFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProxyFn(..)")
+    }
+}
+
+impl PartialEq for ProxyFn {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ProxyFn {}
 
 /// A proxy server to tunnel through.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +114,8 @@ pub(crate) struct ProxyServer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ProxyKind {
     HttpConnect,
+    /// HTTP `CONNECT` inside TLS to the proxy.
+    HttpsConnect,
     Socks5,
 }
 
@@ -55,7 +124,7 @@ impl ProxyServer {
     /// can be asked for.
     pub(crate) fn check(&self, target: &Target) -> Result<()> {
         match self.kind {
-            ProxyKind::HttpConnect => connect_request(self, target).map(drop),
+            ProxyKind::HttpConnect | ProxyKind::HttpsConnect => connect_request(self, target).map(drop),
             ProxyKind::Socks5 => Ok(()),
         }
     }
@@ -63,6 +132,7 @@ impl ProxyServer {
     pub(crate) fn from_url(url: &Url) -> Result<ProxyServer> {
         let (kind, default_port) = match url.scheme() {
             "http" => (ProxyKind::HttpConnect, 80),
+            "https" => (ProxyKind::HttpsConnect, 443),
             "socks5" | "socks5h" => (ProxyKind::Socks5, 1080),
             other => return Err(Error::Proxy(Cause::new(format!("unsupported proxy scheme {other:?} in {url}")))),
         };
@@ -83,6 +153,15 @@ impl Proxy {
         match self {
             Proxy::None => Ok(None),
             Proxy::Url(url) => ProxyServer::from_url(url).map(Some),
+            Proxy::Custom(choose) => {
+                let chosen = (choose.0)(&target.url).map_err(|e| {
+                    Error::Proxy(Cause::with_boxed_source(
+                        format!("the proxy function failed for {}", authority(target)),
+                        e,
+                    ))
+                })?;
+                chosen.as_ref().map(ProxyServer::from_url).transpose()
+            }
             Proxy::FromEnvironment => {
                 let env = |name: &str| {
                     std::env::var(name)
@@ -242,6 +321,8 @@ mod tests {
         assert_eq!(p.user, Some(("u:".into(), "p".into())));
         let p = ProxyServer::from_url(&Url::parse("socks5://proxy").unwrap()).unwrap();
         assert_eq!((p.kind, p.port), (ProxyKind::Socks5, 1080));
+        let p = ProxyServer::from_url(&Url::parse("https://proxy").unwrap()).unwrap();
+        assert_eq!((p.kind, p.port), (ProxyKind::HttpsConnect, 443));
         assert!(ProxyServer::from_url(&Url::parse("ftp://proxy").unwrap()).is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -16,12 +17,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
 pub type BoxedStream = Box<dyn AsyncStream>;
 
 /// The stream of a connection opened by [`crate::Dialer`].
+///
+/// Its addresses ([`crate::SocketAddrs`], and so [`crate::Conn::local_addr`]
+/// and [`crate::Conn::remote_addr`]) are those of the TCP connection the
+/// dialer opened, under any TLS and tunnel: to the server, or to the proxy
+/// when one is used. A stream from a custom connect function
+/// ([`crate::Dialer::connect_fn`]) or of an HTTP/2 connection has none
+/// (an `Unsupported` error).
 pub struct ClientStream {
     inner: Inner,
     /// A stream of an HTTP/2 connection (RFC 8441).
     http2: bool,
-    /// An HTTP/2 stream whose connection is encrypted.
-    http2_tls: bool,
+    /// Encrypted by something other than `Inner`'s own TLS: a custom TLS
+    /// connector, or the TLS of an HTTP/2 connection.
+    tls_outside: bool,
+    /// The local and peer addresses of the TCP connection, when known.
+    addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 enum Inner {
@@ -29,6 +40,11 @@ enum Inner {
     Boxed(BoxedStream),
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<BoxedStream>>),
+    /// native-tls by default (with rustls built in, native-tls is used
+    /// through a connector only).
+    #[cfg(feature = "native-tls")]
+    #[cfg_attr(feature = "tls", allow(dead_code))]
+    NativeTls(Box<tokio_native_tls::TlsStream<BoxedStream>>),
 }
 
 impl fmt::Debug for ClientStream {
@@ -38,24 +54,53 @@ impl fmt::Debug for ClientStream {
             Inner::Boxed(_) => "custom",
             #[cfg(feature = "tls")]
             Inner::Tls(_) => "tls",
+            #[cfg(feature = "native-tls")]
+            Inner::NativeTls(_) => "native-tls",
         };
         f.debug_struct("ClientStream").field("kind", &kind).field("http2", &self.http2).finish()
     }
 }
 
 impl ClientStream {
+    fn new(inner: Inner) -> Self {
+        ClientStream { inner, http2: false, tls_outside: false, addrs: None }
+    }
+
     pub(crate) fn tcp(stream: TcpStream) -> Self {
-        ClientStream { inner: Inner::Tcp(stream), http2: false, http2_tls: false }
+        let addrs = stream.local_addr().ok().zip(stream.peer_addr().ok());
+        ClientStream { addrs, ..Self::new(Inner::Tcp(stream)) }
     }
 
     pub(crate) fn boxed(stream: BoxedStream) -> Self {
-        ClientStream { inner: Inner::Boxed(stream), http2: false, http2_tls: false }
+        Self::new(Inner::Boxed(stream))
     }
 
     /// A WebSocket on a stream of an HTTP/2 connection.
     #[cfg(feature = "hyper")]
     pub(crate) fn http2(stream: BoxedStream, tls: bool) -> Self {
-        ClientStream { inner: Inner::Boxed(stream), http2: true, http2_tls: tls }
+        ClientStream { http2: true, tls_outside: tls, ..Self::new(Inner::Boxed(stream)) }
+    }
+
+    /// The addresses of the TCP connection under this stream, for a stream
+    /// layered on it.
+    pub(crate) fn addrs(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.addrs
+    }
+
+    /// A stream encrypted by a custom TLS connector, over a connection with
+    /// these addresses.
+    pub(crate) fn custom_tls(stream: BoxedStream, addrs: Option<(SocketAddr, SocketAddr)>) -> Self {
+        ClientStream { tls_outside: true, addrs, ..Self::new(Inner::Boxed(stream)) }
+    }
+
+    /// A stream encrypted with native-tls.
+    #[cfg(feature = "native-tls")]
+    #[cfg_attr(feature = "tls", allow(dead_code))]
+    pub(crate) fn native_tls(
+        stream: tokio_native_tls::TlsStream<BoxedStream>,
+        addrs: Option<(SocketAddr, SocketAddr)>,
+    ) -> Self {
+        ClientStream { addrs, ..Self::new(Inner::NativeTls(Box::new(stream))) }
     }
 
     /// True for a WebSocket carried by a stream of an HTTP/2 connection
@@ -65,18 +110,22 @@ impl ClientStream {
     }
 
     #[cfg(feature = "tls")]
-    pub(crate) fn tls(stream: tokio_rustls::client::TlsStream<BoxedStream>) -> Self {
-        ClientStream { inner: Inner::Tls(Box::new(stream)), http2: false, http2_tls: false }
+    pub(crate) fn tls(
+        stream: tokio_rustls::client::TlsStream<BoxedStream>,
+        addrs: Option<(SocketAddr, SocketAddr)>,
+    ) -> Self {
+        ClientStream { addrs, ..Self::new(Inner::Tls(Box::new(stream))) }
     }
 
-    /// Turns a plain stream into a boxed one, for layering TLS on it.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    /// Turns a stream into a boxed one, for layering TLS on it.
     pub(crate) fn into_boxed(self) -> BoxedStream {
         match self.inner {
             Inner::Tcp(s) => Box::new(s),
             Inner::Boxed(s) => s,
             #[cfg(feature = "tls")]
             Inner::Tls(s) => Box::new(s),
+            #[cfg(feature = "native-tls")]
+            Inner::NativeTls(s) => Box::new(s),
         }
     }
 
@@ -98,16 +147,19 @@ impl ClientStream {
         false
     }
 
-    /// True when the connection is encrypted with TLS.
+    /// True when the connection is encrypted with TLS (rustls,
+    /// native-tls, or a custom TLS connector).
     pub fn is_tls(&self) -> bool {
-        if self.http2_tls {
+        if self.tls_outside {
             return true;
         }
-        #[cfg(feature = "tls")]
-        if let Inner::Tls(_) = &self.inner {
-            return true;
+        match &self.inner {
+            #[cfg(feature = "tls")]
+            Inner::Tls(_) => true,
+            #[cfg(feature = "native-tls")]
+            Inner::NativeTls(_) => true,
+            _ => false,
         }
-        false
     }
 }
 
@@ -118,6 +170,8 @@ macro_rules! each {
             Inner::Boxed($s) => $e,
             #[cfg(feature = "tls")]
             Inner::Tls($s) => $e,
+            #[cfg(feature = "native-tls")]
+            Inner::NativeTls($s) => $e,
         }
     };
 }
@@ -147,6 +201,8 @@ impl AsyncWrite for ClientStream {
             Inner::Boxed(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             Inner::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "native-tls")]
+            Inner::NativeTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -159,18 +215,18 @@ impl AsyncWrite for ClientStream {
     }
 }
 
+/// The addresses of the TCP connection the dialer opened (to the server,
+/// or to the proxy), under any TLS or tunnel.
 impl crate::conn::SocketAddrs for ClientStream {
-    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.inner {
-            Inner::Tcp(s) => s.local_addr(),
-            _ => Err(io::Error::new(io::ErrorKind::Unsupported, "address not known for this stream")),
-        }
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.addrs.map(|(local, _)| local).ok_or_else(unknown_addr)
     }
 
-    fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.inner {
-            Inner::Tcp(s) => s.peer_addr(),
-            _ => Err(io::Error::new(io::ErrorKind::Unsupported, "address not known for this stream")),
-        }
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.addrs.map(|(_, peer)| peer).ok_or_else(unknown_addr)
     }
+}
+
+fn unknown_addr() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "address not known for this stream")
 }

@@ -13,7 +13,7 @@ use crate::handshake_io::read_head;
 /// Opens a tunnel to `target` through an already connected proxy stream.
 pub(crate) async fn tunnel<S: Stream>(stream: &mut S, proxy: &ProxyServer, target: &Target) -> Result<()> {
     match proxy.kind {
-        ProxyKind::HttpConnect => {
+        ProxyKind::HttpConnect | ProxyKind::HttpsConnect => {
             let request = connect_request(proxy, target)?;
             stream.write_all(request.as_bytes()).await?;
             stream.flush().await?;
