@@ -192,3 +192,38 @@ pub(crate) async fn connect(
         .map_err(|e| Error::Tls(Cause::with_source("", e)))?;
     Ok(super::ClientStream::tls(tls, addrs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kx_groups(provider: &CryptoProvider) -> String {
+        format!("{:?}", provider.kx_groups)
+    }
+
+    #[cfg(feature = "aws-lc-rs")]
+    #[test]
+    fn aws_lc_rs_is_chosen_when_built_in() {
+        let config = client_config(&TlsRoots::WebPki).unwrap();
+        let expected = rustls::crypto::aws_lc_rs::default_provider();
+        assert_eq!(kx_groups(config.crypto_provider()), kx_groups(&expected));
+        assert!(CryptoProvider::get_default().is_none(), "nothing was installed process-wide");
+    }
+
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    #[test]
+    fn ring_is_the_default_provider() {
+        let config = client_config(&TlsRoots::dangerous_accept_any_certificate_for_tests()).unwrap();
+        let expected = rustls::crypto::ring::default_provider();
+        assert_eq!(kx_groups(config.crypto_provider()), kx_groups(&expected));
+        assert!(CryptoProvider::get_default().is_none(), "nothing was installed process-wide");
+    }
+
+    #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
+    #[test]
+    fn without_a_provider_a_dial_fails_without_panicking() {
+        let error = client_config(&TlsRoots::WebPki).unwrap_err();
+        assert!(matches!(error, Error::Tls(_)), "{error:?}");
+        assert!(error.to_string().contains("crypto provider"), "{error}");
+    }
+}
