@@ -28,7 +28,8 @@ type TlsStream = rustls::StreamOwned<rustls::ClientConnection, ClientStream>;
 /// Dials `url` (`ws://` or `wss://`) with `dialer` and runs the opening
 /// handshake; returns the connection and the server's `101` response.
 ///
-/// As the async [`Dialer::connect`]: the proxy (HTTP `CONNECT` or SOCKS5),
+/// As the async [`Dialer::connect`]: the proxy (HTTP `CONNECT`, also inside
+/// TLS to an `https://` proxy, SOCKS5, or a [`crate::Proxy::custom`] choice),
 /// TLS for `wss://` (feature `rustls`), the dialer's request headers,
 /// subprotocols, compression offer and cookies, and the same errors. The
 /// handshake timeout bounds the TCP connect (each resolved address in turn),
@@ -327,7 +328,9 @@ impl ClientStream {
     }
 
     /// The TLS session, when the connection is encrypted (its protocol
-    /// version, the server's certificates, …).
+    /// version, the server's certificates, …): the one with the server for
+    /// `wss://`, the one with the proxy for `ws://` through an `https://`
+    /// proxy.
     #[cfg(feature = "rustls")]
     pub fn tls_connection(&self) -> Option<&rustls::ClientConnection> {
         match &self.inner {

@@ -39,6 +39,8 @@ pub enum Proxy {
     None,
     /// Read `HTTPS_PROXY` (for `wss`), `HTTP_PROXY` (for `ws`) or `ALL_PROXY`,
     /// and `NO_PROXY`, upper or lower case. Loopback hosts are never proxied.
+    /// The proxy of [`crate::Dialer::from_env`]; [`crate::Dialer::new`] uses
+    /// [`Proxy::None`].
     #[default]
     FromEnvironment,
     /// Always this proxy: `http://[user:pass@]host:port` for a `CONNECT`
