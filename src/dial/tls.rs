@@ -197,6 +197,7 @@ pub(crate) async fn connect(
 mod tests {
     use super::*;
 
+    #[cfg(any(feature = "ring", feature = "aws-lc-rs"))]
     fn kx_groups(provider: &CryptoProvider) -> String {
         format!("{:?}", provider.kx_groups)
     }
