@@ -3,7 +3,8 @@
 # does nothing when it is all there: the real peers the tests start (an HTTP
 # CONNECT proxy, a SOCKS5 proxy, redis-server, headless Chromium), Python's
 # venv for the Autobahn driver and the Python peer, Node for the Node peers,
-# and procps for `kill`. The tests fail, rather than skip, without them.
+# procps for `kill`, and OpenSSL's headers for the native-tls feature. The
+# tests fail, rather than skip, without them.
 # Needs root or sudo when something is missing.
 set -euo pipefail
 
@@ -16,6 +17,9 @@ command -v kill >/dev/null && [ -x /bin/kill ] || need+=(procps)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v taskset >/dev/null || need+=(util-linux)
+# The native-tls feature builds against the system's OpenSSL.
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists openssl 2>/dev/null || need+=(libssl-dev)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
