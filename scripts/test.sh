@@ -18,6 +18,8 @@ cargo clippy --quiet --lib --no-default-features --features blocking,rustls -- -
 cargo clippy --quiet --lib --no-default-features --features blocking -- -D warnings
 cargo clippy --quiet --lib --no-default-features -- -D warnings
 cargo clippy --quiet --lib --no-default-features --features tokio -- -D warnings
+cargo clippy --quiet --lib --no-default-features --features tokio,native-tls -- -D warnings
+cargo clippy --quiet --lib --no-default-features --features tokio,tls,aws-lc-rs -- -D warnings
 if cargo tree --no-default-features --features blocking,rustls -e normal --prefix none | grep -E '^(tokio|hyper)'; then
   echo "the blocking-only build pulls in the crates above" >&2
   exit 1
