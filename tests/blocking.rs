@@ -244,3 +244,23 @@ fn accept_gives_up_on_a_client_that_never_finishes_its_request() {
     assert!(matches!(result, Err(Error::Timeout)), "{result:?}");
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
+
+/// A control write whose deadline has already passed fails at once with a
+/// timeout and sends nothing; the connection goes on working.
+#[test]
+fn write_control_with_a_past_deadline_fails_at_once() {
+    let (url, server) = serve(Upgrader::new(), |mut conn| {
+        let past = Instant::now() - Duration::from_millis(1);
+        assert!(matches!(conn.write_control(MessageType::Ping, b"x", Some(past)), Err(Error::Timeout)));
+        assert!(matches!(conn.write_control(MessageType::Close, b"", Some(past)), Err(Error::Timeout)));
+        conn.write_text("still open").unwrap();
+        let (_read, write) = conn.split().unwrap();
+        let handle = write.handle();
+        assert!(matches!(handle.write_control(MessageType::Ping, b"x", Some(past)), Err(Error::Timeout)));
+        handle.write_control(MessageType::Ping, b"late", Some(Instant::now() + Duration::from_secs(5))).unwrap();
+    });
+    let mut ws = peer(&url);
+    assert_eq!(ws.read().unwrap(), WsMessage::text("still open"));
+    assert_eq!(ws.read().unwrap(), WsMessage::Ping(b"late".to_vec().into()));
+    server.join().unwrap();
+}

@@ -311,3 +311,32 @@ async fn pings_between_fragments_are_answered_while_streaming() {
     let (data, _conn) = within(server).await.unwrap();
     assert_eq!(data, b"one two");
 }
+
+/// A control write whose deadline has already passed fails at once with a
+/// timeout and queues nothing; the connection is unharmed (gorilla's
+/// `WriteControl`).
+#[tokio::test]
+async fn write_control_with_a_past_deadline_fails_at_once() {
+    let (addr, accepted) = spawn_accept(Upgrader::new()).await;
+    let mut raw = RawClient::connect(addr).await;
+    let mut conn = within(accepted).await.unwrap().unwrap();
+    let handle = conn.handle();
+    let past = Instant::now() - Duration::from_millis(1);
+    for kind in [MessageType::Ping, MessageType::Pong, MessageType::Close] {
+        assert!(matches!(conn.write_control(kind, b"x", Some(past)).await, Err(Error::Timeout)), "{kind:?}");
+        assert!(matches!(handle.write_control(kind, b"x", Some(past)).await, Err(Error::Timeout)), "{kind:?}");
+    }
+    assert!(matches!(handle.write_control(MessageType::Ping, b"now", Some(Instant::now())).await, Err(Error::Timeout)));
+    // An invalid frame is still refused as such.
+    assert!(matches!(
+        handle.write_control(MessageType::Ping, [0u8; 126], Some(past)).await,
+        Err(Error::InvalidControlFrame)
+    ));
+    // Nothing went out, no close was queued, and writes still work.
+    assert!(!handle.is_close_sent());
+    handle.write_control(MessageType::Ping, b"later", Some(Instant::now() + LIMIT)).await.unwrap();
+    conn.write_text("data").await.unwrap();
+    let first = raw.frame().await;
+    assert_eq!((first.opcode, first.payload.as_slice()), (PING, &b"later"[..]));
+    assert_eq!(raw.message().await.1, b"data");
+}

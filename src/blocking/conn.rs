@@ -490,13 +490,18 @@ impl<S: Transport> Conn<S> {
         self.link.write_out(self.write_deadline, false)
     }
 
-    /// Sends a control frame with its own `deadline` for the write.
+    /// Sends a control frame with its own `deadline` for the write. A
+    /// deadline already past fails at once with [`Error::Timeout`] and sends
+    /// nothing.
     pub fn write_control(
         &mut self,
         kind: MessageType,
         data: impl AsRef<[u8]>,
         deadline: Option<Instant>,
     ) -> Result<()> {
+        if deadline_passed(kind, data.as_ref(), deadline) {
+            return Err(Error::Timeout);
+        }
         self.link.core.send_control(kind.opcode(), data.as_ref())?;
         self.link.write_out(deadline, false)
     }
@@ -742,4 +747,10 @@ impl Drop for MessageWriter<'_> {
     fn drop(&mut self) {
         let _ = self.finish();
     }
+}
+
+/// Whether a valid control frame's `deadline` has already passed: it then
+/// fails at once, before anything is queued (gorilla's `WriteControl`).
+pub(super) fn deadline_passed(kind: MessageType, data: &[u8], deadline: Option<Instant>) -> bool {
+    crate::proto::sender::is_valid_control(kind.opcode(), data.len()) && deadline.is_some_and(|at| at <= Instant::now())
 }

@@ -126,6 +126,9 @@ impl<S: Transport> Shared<S> {
     }
 
     fn write_control(&self, kind: MessageType, data: &[u8], deadline: Option<Instant>) -> Result<()> {
+        if super::conn::deadline_passed(kind, data, deadline) {
+            return Err(Error::Timeout);
+        }
         lock(&self.core).send_control(kind.opcode(), data)?;
         self.pump(deadline, true)
     }

@@ -37,6 +37,8 @@ impl<S: Stream> Handle<S> {
     /// Sends a close, ping or pong frame of at most 125 bytes and waits
     /// until it is written. Control frames go ahead of data messages that
     /// have not been queued yet, but never into the middle of a frame.
+    /// A `deadline` already past fails at once with [`crate::Error::Timeout`]
+    /// and sends nothing; the connection is unaffected.
     /// `deadline` bounds the wait: when it passes while the frame still
     /// waits behind other frames, the frame is taken back and the failure
     /// is not permanent; once the frame is under way, it is.

@@ -506,8 +506,9 @@ impl OpenMessage {
     }
 }
 
-/// Queues a control frame and waits until it is out. `deadline` bounds the
-/// wait: passed while the frame still waits for room it is taken back and
+/// Queues a control frame and waits until it is out. A `deadline` that has
+/// already passed fails at once with [`Error::Timeout`], queueing nothing
+/// (gorilla's `WriteControl`). `deadline` bounds the wait: passed while the frame still waits for room it is taken back and
 /// the failure is not permanent; passed once it is in the queue, the write
 /// side fails for good.
 pub(crate) async fn write_control<S: Stream>(
@@ -519,6 +520,9 @@ pub(crate) async fn write_control<S: Stream>(
     let opcode = kind.opcode();
     if !is_valid_control(opcode, data.len()) {
         return Err(Error::InvalidControlFrame);
+    }
+    if deadline.is_some_and(|at| at <= Instant::now()) {
+        return Err(Error::Timeout);
     }
     let id = shared.queue_control(Origin::User, opcode, data)?;
     let mut pending = ControlWait { shared, id, keep: opcode == OpCode::Close };
