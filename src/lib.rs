@@ -73,6 +73,13 @@
 //! borrow checker enforces one reader and one writer. A [`Handle`], cloneable,
 //! sends control frames and closes from anywhere, concurrently with both.
 //!
+//! # Graceful shutdown
+//!
+//! A [`Shutdown`] tracks a server's connections: its accept loop stops on
+//! [`Shutdown::started`], and [`Shutdown::shutdown`] sends every connection
+//! a close frame (1001 or 1012, say), waits for the handshakes up to a
+//! deadline and shuts down the rest, reporting how many closed cleanly.
+//!
 //! # Origin considerations
 //!
 //! Browsers let any page open a WebSocket to any host. Unless told otherwise
@@ -150,6 +157,8 @@ mod message;
 mod pool;
 mod prepared;
 pub mod proto;
+#[cfg(feature = "tokio")]
+mod shutdown;
 pub mod upgrade;
 
 pub use config::{
@@ -176,6 +185,8 @@ pub use prepared::PreparedMessage;
 pub use proto::extensions::{DeflateConfig, DeflateParams};
 pub use proto::handshake::{is_websocket_upgrade, Rejection};
 pub use proto::{CloseCode, CloseFrame, Role};
+#[cfg(feature = "tokio")]
+pub use shutdown::{Shutdown, ShutdownGuard, ShutdownReport};
 pub use upgrade::Upgrader;
 #[cfg(feature = "hyper")]
 pub use upgrade::{UpgradeRefused, UpgradedStream, Upgrading};

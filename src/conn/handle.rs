@@ -8,7 +8,8 @@ use super::shared::{Shared, Stream};
 use super::write::write_control;
 use super::MessageType;
 use crate::error::Result;
-use crate::proto::CloseFrame;
+use crate::proto::outbox::Origin;
+use crate::proto::{CloseFrame, OpCode};
 
 /// Sends control frames and closes the connection from any task, while other
 /// tasks read and write (gorilla's "`Close` and `WriteControl` may be called
@@ -90,6 +91,17 @@ impl<S: Stream> Handle<S> {
     /// write side is closed for writing from the first poll.
     pub async fn close_now(&self) {
         self.shared.close_now().await;
+    }
+
+    /// Queues a close frame with `payload` without waiting for it to leave;
+    /// `Err(CloseSent)` when a close was queued already.
+    pub(crate) fn queue_close(&self, payload: &[u8]) -> Result<()> {
+        self.shared.queue_control(Origin::User, OpCode::Close, payload).map(|_| ())
+    }
+
+    /// Waits until the reader has seen the peer's close frame.
+    pub(crate) async fn until_close_received(&self) {
+        self.shared.until_close_received().await
     }
 
     /// True once a close frame has been sent (or queued behind frames
