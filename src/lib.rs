@@ -166,7 +166,9 @@ pub use config::{
     DEFAULT_PONG_TIMEOUT, DEFAULT_READ_LIMIT,
 };
 #[cfg(feature = "tokio")]
-pub use conn::{Conn, Handle, MessageReader, MessageWriter, ReadHalf, SocketAddrs, Stream, WriteHalf};
+pub use conn::{
+    join_messages, Conn, Handle, JoinMessages, MessageReader, MessageWriter, ReadHalf, SocketAddrs, Stream, WriteHalf,
+};
 #[cfg(all(feature = "rustls", any(feature = "tokio", feature = "blocking")))]
 pub use dial::TlsRoots;
 #[cfg(feature = "tokio")]

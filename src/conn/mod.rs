@@ -28,6 +28,7 @@
 //! says what dropping it does.
 
 mod handle;
+mod join;
 #[cfg(feature = "json")]
 mod json;
 mod keepalive;
@@ -55,6 +56,7 @@ pub use crate::handlers::{
 pub use crate::message::{Message, MessageType};
 pub use crate::prepared::PreparedMessage;
 pub use handle::Handle;
+pub use join::{join_messages, JoinMessages};
 pub use read::{MessageReader, ReadHalf};
 pub use shared::Stream;
 pub use write::{MessageWriter, WriteHalf};

@@ -331,6 +331,12 @@ impl<S: Stream> ReadHalf<S> {
         self.error.as_ref().and_then(Error::close_error)
     }
 
+    /// What a dropped `read_message` had received of a message, if it
+    /// left one under way: the caller goes on with the rest.
+    pub(crate) fn take_assembling(&mut self) -> Option<BytesMut> {
+        self.assembling.take().map(|_| std::mem::take(&mut self.assembled))
+    }
+
     /// The permanent read error, once there is one.
     pub(crate) fn error(&self) -> Option<&Error> {
         self.error.as_ref()
