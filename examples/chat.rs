@@ -27,9 +27,10 @@
 //!   dropped from the room and closed with 1008 (policy violation, reason
 //!   "too slow"), so a stalled reader costs a bounded amount of memory and
 //!   never holds up the others.
-//! - **Graceful shutdown**: on Ctrl-C or SIGTERM the server stops accepting,
-//!   sends every client a close frame 1001 (going away), waits up to
-//!   `SHUTDOWN_WAIT` for their replies, and exits with status 0.
+//! - **Graceful shutdown** with [`Shutdown`]: every connection registers
+//!   with it; on Ctrl-C or SIGTERM the server stops accepting, sends every
+//!   client a close frame 1001 (going away), waits up to `SHUTDOWN_WAIT` for
+//!   their replies, drops those that did not answer, and exits with status 0.
 //! - **Scale-out** (`--redis URL`): processes that share a Redis server share
 //!   the room through pub/sub on the channel `silverback-chat`. Each process
 //!   broadcasts its own clients' messages locally and publishes them tagged
@@ -47,7 +48,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,7 +59,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use silverback::{CloseCode, CloseFrame, MessageType, PreparedMessage, ReadHalf, UpgradedStream, Upgrader, WriteHalf};
+use silverback::{
+    CloseCode, CloseFrame, MessageType, PreparedMessage, ReadHalf, Shutdown, UpgradedStream, Upgrader, WriteHalf,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -116,19 +119,15 @@ async fn main() -> std::io::Result<()> {
     // Bounded too: a client sending faster than the hub broadcasts waits.
     let (hub, commands) = mpsc::channel(1024);
     let hub_task = tokio::spawn(run_hub(commands, broker));
-    // Every client task holds a clone of `done`; when all are gone, `recv`
-    // says so. The server only has a weak reference, so that idle HTTP
-    // connections do not count.
-    let (done, mut all_done) = mpsc::channel::<()>(1);
-    let done = Arc::new(done);
-    let server =
-        Server { upgrader, hub: hub.clone(), done: Arc::downgrade(&done), next_id: Arc::new(AtomicU64::new(1)) };
+    // Every WebSocket registers here, for the close at shutdown.
+    let shutdown = Shutdown::new();
+    let server = Server { upgrader, hub, shutdown: shutdown.clone(), next_id: Arc::new(AtomicU64::new(1)) };
 
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut signal => break,
             accepted = listener.accept() => {
                 let (stream, _) = match accepted {
                     Ok(accepted) => accepted,
@@ -154,9 +153,9 @@ async fn main() -> std::io::Result<()> {
     // Stop accepting, say goodbye to everyone, wait a little for the replies.
     drop(listener);
     eprintln!("chat: shutting down");
-    let _ = hub.send(Command::Shutdown).await;
-    drop((server, done));
-    let _ = tokio::time::timeout(SHUTDOWN_WAIT, all_done.recv()).await;
+    let frame = CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down");
+    let report = shutdown.shutdown(frame, SHUTDOWN_WAIT).await;
+    eprintln!("chat: {} client(s) closed, {} dropped", report.closed, report.dropped);
     hub_task.abort();
     Ok(())
 }
@@ -186,7 +185,7 @@ async fn shutdown_signal() {
 struct Server {
     upgrader: Upgrader,
     hub: mpsc::Sender<Command>,
-    done: Weak<mpsc::Sender<()>>,
+    shutdown: Shutdown,
     next_id: Arc<AtomicU64>,
 }
 
@@ -199,16 +198,20 @@ impl Server {
                 response
             }
             "/" => status(StatusCode::METHOD_NOT_ALLOWED),
+            "/ws" if self.shutdown.is_started() => status(StatusCode::SERVICE_UNAVAILABLE),
             "/ws" => match self.upgrader.upgrade(req) {
                 Ok((response, upgrading)) => {
-                    let Some(done) = self.done.upgrade().map(|done| (*done).clone()) else {
-                        return status(StatusCode::SERVICE_UNAVAILABLE); // shutting down
-                    };
-                    let hub = self.hub.clone();
+                    let (hub, shutdown) = (self.hub.clone(), self.shutdown.clone());
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(async move {
                         match upgrading.await {
-                            Ok(conn) => serve_client(id, conn.split(), hub, done).await,
+                            Ok(conn) => {
+                                // Registered while the connection lives; one
+                                // that arrives during the shutdown is closed
+                                // at once.
+                                let _guard = shutdown.watch(&conn);
+                                serve_client(id, conn.split(), hub).await
+                            }
                             Err(e) => eprintln!("chat: upgrade: {e}"),
                         }
                     });
@@ -235,8 +238,6 @@ enum Command {
     Leave { id: u64 },
     /// A client sent a message.
     Message { text: Bytes },
-    /// Close every client with 1001.
-    Shutdown,
 }
 
 /// A client as the hub sees it.
@@ -273,12 +274,7 @@ async fn run_hub(mut commands: mpsc::Receiver<Command>, broker: Option<Arc<dyn B
                     }
                     text
                 }
-                Some(Command::Shutdown) | None => {
-                    for (_, client) in clients.drain() {
-                        let _ = client.close.send(CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"));
-                    }
-                    return;
-                }
+                None => return,
             },
             payload = remote.recv(), if remote_open => match payload {
                 Some(payload) => match Envelope::decode(&payload) {
@@ -317,7 +313,6 @@ async fn serve_client(
     id: u64,
     (read, write): (ReadHalf<UpgradedStream>, WriteHalf<UpgradedStream>),
     hub: mpsc::Sender<Command>,
-    _done: mpsc::Sender<()>,
 ) {
     let (queue, outgoing) = mpsc::channel(QUEUE);
     let (close, closing) = oneshot::channel();
