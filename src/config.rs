@@ -34,8 +34,9 @@ pub struct Config {
     /// The permessage-deflate parameters agreed in the handshake; `None` runs
     /// without compression. Set by the handshake.
     pub deflate: Option<DeflateParams>,
-    /// The compression level, 0–9 (default 1: fastest).
-    pub compression_level: u32,
+    /// The compression level (default 1: fastest); see [`CompressionLevel`].
+    /// An invalid level is taken as the nearest valid one.
+    pub compression_level: CompressionLevel,
     /// Data messages shorter than this are sent uncompressed (default 0).
     pub compression_threshold: usize,
     /// Send a ping this often and end the connection when no pong answers
@@ -60,6 +61,94 @@ pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
 /// The compression level connections start with.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 
+/// A permessage-deflate compression level, in the range of gorilla's
+/// `SetCompressionLevel` (Go's `compress/flate` levels): −2 (Huffman only),
+/// −1 (the default, 6), 0 (no compression: stored blocks) and 1 (fastest)
+/// to 9 (best). Made from an `i32` or a `u32`; the methods that take one
+/// refuse a level outside −2..=9.
+///
+/// Huffman only: flate2, which does the compressing, has no way to choose
+/// zlib's strategy, so [`CompressionLevel::HUFFMAN_ONLY`] compresses at
+/// level 1, the fastest, which like Huffman-only coding trades ratio for
+/// speed. The peer sees a valid deflate stream either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CompressionLevel(i32);
+
+impl CompressionLevel {
+    /// −2: Huffman coding only (compressed as level 1; see above).
+    pub const HUFFMAN_ONLY: CompressionLevel = CompressionLevel(-2);
+    /// −1: the default compression, level 6.
+    pub const DEFAULT: CompressionLevel = CompressionLevel(-1);
+    /// 0: no compression (the payload in stored blocks).
+    pub const NONE: CompressionLevel = CompressionLevel(0);
+    /// 1: the fastest compression.
+    pub const FASTEST: CompressionLevel = CompressionLevel(1);
+    /// 9: the best compression.
+    pub const BEST: CompressionLevel = CompressionLevel(9);
+
+    /// The level `level`, valid or not (see [`CompressionLevel::is_valid`]).
+    pub const fn new(level: i32) -> Self {
+        CompressionLevel(level)
+    }
+
+    /// The level as gorilla numbers it.
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+
+    /// Whether the level is in −2..=9.
+    pub const fn is_valid(self) -> bool {
+        self.0 >= -2 && self.0 <= 9
+    }
+
+    /// The level, or an error naming the valid range.
+    pub fn check(self) -> crate::Result<Self> {
+        if self.is_valid() {
+            Ok(self)
+        } else {
+            Err(crate::Error::InvalidRequest(format!("compression level {} is not in -2..=9", self.0)))
+        }
+    }
+
+    /// The nearest valid level.
+    pub const fn clamped(self) -> Self {
+        CompressionLevel(if self.0 < -2 {
+            -2
+        } else if self.0 > 9 {
+            9
+        } else {
+            self.0
+        })
+    }
+
+    /// The zlib level (0–9) that compresses at this level.
+    pub(crate) fn zlib_level(self) -> u32 {
+        match self.clamped().0 {
+            -2 => 1,
+            -1 => 6,
+            level => level as u32,
+        }
+    }
+}
+
+impl Default for CompressionLevel {
+    fn default() -> Self {
+        CompressionLevel::new(DEFAULT_COMPRESSION_LEVEL as i32)
+    }
+}
+
+impl From<i32> for CompressionLevel {
+    fn from(level: i32) -> Self {
+        CompressionLevel(level)
+    }
+}
+
+impl From<u32> for CompressionLevel {
+    fn from(level: u32) -> Self {
+        CompressionLevel(i32::try_from(level).unwrap_or(i32::MAX))
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -69,7 +158,7 @@ impl Default for Config {
             read_limit: Some(DEFAULT_READ_LIMIT),
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             deflate: None,
-            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            compression_level: CompressionLevel::new(DEFAULT_COMPRESSION_LEVEL as i32),
             compression_threshold: 0,
             ping_interval: None,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
@@ -168,9 +257,11 @@ macro_rules! connection_options {
             self
         }
 
-        /// The compression level, 0–9 (default 1).
-        pub fn compression_level(mut self, level: u32) -> Self {
-            self.config_mut().compression_level = level.min(9);
+        /// The compression level, −2 (Huffman only), −1 (default) or 0–9
+        /// (default 1); see [`crate::CompressionLevel`]. A level outside
+        /// −2..=9 is taken as the nearest valid one.
+        pub fn compression_level(mut self, level: impl Into<$crate::CompressionLevel>) -> Self {
+            self.config_mut().compression_level = level.into().clamped();
             self
         }
 

@@ -1586,3 +1586,74 @@ async fn prepared_message_reaches_every_kind_of_connection_intact() {
         assert_eq!(within(conn.read_message()).await.unwrap().as_text(), Some(after.as_str()));
     }
 }
+
+/// Every level of gorilla's range (−2 Huffman only, −1 default, 0–9)
+/// round-trips between a silverback client and server, each compressing at
+/// that level, through a tap that sees the frames' sizes.
+#[tokio::test]
+async fn every_gorilla_compression_level_round_trips() {
+    let text = text_of(20_000);
+    let binary = noise(5_000, 7);
+    let mut sizes = Vec::new();
+    for level in -2..=9 {
+        let upgrader = Upgrader::new().enable_compression(true).compression_level(level);
+        let (server_addr, _server) = spawn_echo_server(upgrader).await;
+        let (tap, up, down) = spawn_tap(server_addr).await;
+        let (mut conn, _) = within(dialer().enable_compression(true).connect(&url(tap))).await.unwrap();
+        conn.set_compression_level(level).unwrap();
+        conn.write_text(&text).await.unwrap();
+        assert!(within(conn.read_message()).await.unwrap().data == text.as_bytes(), "level {level}");
+        conn.write_binary(&binary).await.unwrap();
+        assert!(within(conn.read_message()).await.unwrap().data == binary, "level {level}");
+        for (side, log) in [("client", &up), ("server", &down)] {
+            let sent = data_frames(log)[0];
+            assert_eq!(sent.rsv, RSV1, "{side} at level {level}");
+            if level == 0 {
+                assert!(sent.len >= text.len(), "{side}: level 0 stores: {sent:?}");
+            } else {
+                assert!(sent.len < text.len() / 4, "{side} at level {level}: {sent:?}");
+            }
+        }
+        sizes.push((level, data_frames(&up)[0].len));
+        conn.close(CloseFrame::new(CloseCode::NORMAL, "")).await.unwrap();
+    }
+    // The default is level 6; Huffman only compresses as the fastest level.
+    let size = |level: i32| sizes.iter().find(|s| s.0 == level).unwrap().1;
+    assert_eq!(size(-1), size(6), "{sizes:?}");
+    assert_eq!(size(-2), size(1), "{sizes:?}");
+    assert_eq!(silverback::CompressionLevel::DEFAULT.get(), -1);
+}
+
+/// Levels outside −2..=9 are refused, and leave the level as it was; a
+/// builder takes the nearest valid level.
+#[tokio::test]
+async fn invalid_compression_levels_are_refused() {
+    let (mut conn, mut client) = deflate_connected(Upgrader::new().enable_compression(true), OFFER).await;
+    let msg = text_of(20_000);
+    conn.set_compression_level(0).unwrap();
+    for level in [-3, 10, i32::MIN, i32::MAX] {
+        let refused = conn.set_compression_level(level);
+        assert!(matches!(refused, Err(Error::InvalidRequest(ref m)) if m.contains("-2..=9")), "{level}: {refused:?}");
+    }
+    assert!(conn.set_compression_level(u32::MAX).is_err());
+    assert!(conn.set_compression_level(silverback::CompressionLevel::new(-3)).is_err());
+    // Still level 0: the message is stored.
+    conn.write_text(&msg).await.unwrap();
+    let (_, got, frames) = client.recv().await;
+    assert!(got == msg.as_bytes());
+    assert!(frames[0].payload.len() >= msg.len(), "{}", frames[0].payload.len());
+    for level in [silverback::CompressionLevel::HUFFMAN_ONLY, silverback::CompressionLevel::DEFAULT] {
+        conn.set_compression_level(level).unwrap();
+    }
+    assert_eq!(silverback::CompressionLevel::new(42).clamped(), silverback::CompressionLevel::BEST);
+    assert_eq!(silverback::CompressionLevel::new(-42).clamped(), silverback::CompressionLevel::HUFFMAN_ONLY);
+
+    // A builder clamps: 42 compresses as 9.
+    let (server_addr, _server) = spawn_echo_server(Upgrader::new().enable_compression(true)).await;
+    let (tap, up, _down) = spawn_tap(server_addr).await;
+    let (mut conn, _) =
+        within(dialer().enable_compression(true).compression_level(42).connect(&url(tap))).await.unwrap();
+    conn.write_text(&msg).await.unwrap();
+    assert!(within(conn.read_message()).await.unwrap().data == msg.as_bytes());
+    assert!(data_frames(&up)[0].len < msg.len() / 4);
+}

@@ -381,12 +381,9 @@ pub(crate) fn fail_writes(core: &mut Connection, error: Error) -> Error {
     error
 }
 
-/// The compression level is one zlib knows.
-pub(crate) fn check_level(level: u32) -> Result<()> {
-    if level > 9 {
-        return Err(Error::InvalidRequest(format!("compression level {level} is not in 0..=9")));
-    }
-    Ok(())
+/// The zlib level of a valid compression level (gorilla's −2..=9).
+pub(crate) fn check_level(level: crate::CompressionLevel) -> Result<u32> {
+    Ok(level.check()?.zlib_level())
 }
 
 /// Where a streamed read finds its next piece ([`MessageReader`]).
@@ -554,9 +551,11 @@ impl<S: Transport> Conn<S> {
         self.link.core.set_compression(enable);
     }
 
-    /// Sets the compression level (0–9) of later messages.
-    pub fn set_compression_level(&mut self, level: u32) -> Result<()> {
-        check_level(level)?;
+    /// Sets the compression level of later messages: −2 (Huffman only),
+    /// −1 (default) or 0–9; others are refused (see
+    /// [`crate::CompressionLevel`]).
+    pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) -> Result<()> {
+        let level = check_level(level.into())?;
         self.link.core.set_compression_level(level);
         Ok(())
     }

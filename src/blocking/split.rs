@@ -416,9 +416,11 @@ impl<S: Split> WriteHalf<S> {
         lock(&self.shared.core).set_compression(enable);
     }
 
-    /// Sets the compression level (0–9) of later messages.
-    pub fn set_compression_level(&mut self, level: u32) -> Result<()> {
-        check_level(level)?;
+    /// Sets the compression level of later messages: −2 (Huffman only),
+    /// −1 (default) or 0–9; others are refused (see
+    /// [`crate::CompressionLevel`]).
+    pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) -> Result<()> {
+        let level = check_level(level.into())?;
         lock(&self.shared.core).set_compression_level(level);
         Ok(())
     }

@@ -47,8 +47,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 pub use crate::config::{
-    Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL, DEFAULT_MAX_FRAGMENTS,
-    DEFAULT_PONG_TIMEOUT, DEFAULT_READ_LIMIT,
+    CompressionLevel, Config, DEFAULT_BUFFER_SIZE, DEFAULT_CLOSE_TIMEOUT, DEFAULT_COMPRESSION_LEVEL,
+    DEFAULT_MAX_FRAGMENTS, DEFAULT_PONG_TIMEOUT, DEFAULT_READ_LIMIT,
 };
 pub use crate::handlers::{
     default_close_handler, default_ping_handler, default_pong_handler, CloseHandler, ControlContext, PingPongHandler,
@@ -147,8 +147,8 @@ impl<S: Stream> Conn<S> {
         self.write.enable_write_compression(enable);
     }
 
-    /// Sets the compression level (0–9); see [`WriteHalf::set_compression_level`].
-    pub fn set_compression_level(&mut self, level: u32) -> Result<()> {
+    /// Sets the compression level (−2..=9); see [`WriteHalf::set_compression_level`].
+    pub fn set_compression_level(&mut self, level: impl Into<CompressionLevel>) -> Result<()> {
         self.write.set_compression_level(level)
     }
 

@@ -130,7 +130,12 @@ impl<S: Stream> Drop for ControlWait<'_, S> {
 
 impl<S: Stream> WriteHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, config: &Config) -> Self {
-        let sender = Sender::new(shared.role, config.deflate, config.compression_level, config.compression_threshold);
+        let sender = Sender::new(
+            shared.role,
+            config.deflate,
+            config.compression_level.zlib_level(),
+            config.compression_threshold,
+        );
         WriteHalf {
             shared,
             deadline: None,
@@ -192,12 +197,13 @@ impl<S: Stream> WriteHalf<S> {
         self.sender.set_compression(enable);
     }
 
-    /// Sets the compression level, 0 (none) to 9 (best), for later messages.
-    pub fn set_compression_level(&mut self, level: u32) -> Result<()> {
-        if level > 9 {
-            return Err(Error::InvalidRequest(format!("compression level {level} is not in 0..=9")));
-        }
-        self.sender.set_level(level);
+    /// Sets the compression level for later messages, in gorilla's range:
+    /// −2 (Huffman only), −1 (default), 0 (none) to 9 (best); see
+    /// [`crate::CompressionLevel`]. A level outside it is refused with
+    /// [`Error::InvalidRequest`] and changes nothing.
+    pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) -> Result<()> {
+        let level = level.into().check()?;
+        self.sender.set_level(level.zlib_level());
         Ok(())
     }
 

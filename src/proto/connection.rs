@@ -130,7 +130,12 @@ impl Connection {
             input: BytesMut::new(),
             read_buffer_size: config.read_buffer_size.max(64),
             outbox: Outbox::default(),
-            sender: Sender::new(role, config.deflate, config.compression_level, config.compression_threshold),
+            sender: Sender::new(
+                role,
+                config.deflate,
+                config.compression_level.zlib_level(),
+                config.compression_threshold,
+            ),
             streaming: None,
             write_buffer_size: config.write_buffer_size.max(1),
             error: None,
