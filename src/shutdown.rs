@@ -230,8 +230,9 @@ impl Shutdown {
 
     /// Registers a connection by its [`Handle`] until the returned guard is
     /// dropped. After the shutdown started, the connection is sent the
-    /// shutdown's close frame at once (and shut down at once if the
-    /// shutdown is over).
+    /// shutdown's close frame at once and waited for like the others (when
+    /// called inside a tokio runtime); after [`Shutdown::shutdown`]
+    /// returned, it is shut down at once, without a close frame.
     pub fn track<S: Stream>(&self, handle: Handle<S>) -> ShutdownGuard {
         let mut state = self.inner.state();
         let id = state.next_id;
@@ -239,17 +240,24 @@ impl Shutdown {
         let slot =
             Arc::new(Slot { id, conn: Box::new(handle), gone: AtomicBool::new(false), gone_signal: Notify::new() });
         state.conns.insert(id, slot.clone());
-        match &state.phase {
-            Phase::Running => {}
-            Phase::Closing { payload, deadline } => {
+        let runtime = tokio::runtime::Handle::try_current();
+        match (&state.phase, runtime) {
+            (Phase::Running, _) => {}
+            (Phase::Closing { payload, deadline }, Ok(runtime)) => {
                 let (payload, deadline) = (payload.clone(), *deadline);
                 state.pending += 1;
-                tokio::spawn(close_one(self.inner.clone(), slot.clone(), payload, deadline));
+                runtime.spawn(close_one(self.inner.clone(), slot.clone(), payload, deadline));
             }
-            Phase::Done => {
+            (Phase::Done, Ok(runtime)) => {
                 let slot = slot.clone();
-                tokio::spawn(async move { slot.conn.close_now().await });
+                runtime.spawn(async move { slot.conn.close_now().await });
             }
+            // Outside a runtime nothing can be waited for: the close frame
+            // is queued, and goes out with the connection's next write or read.
+            (Phase::Closing { payload, .. }, Err(_)) => {
+                let _ = slot.conn.queue_close(payload);
+            }
+            (Phase::Done, Err(_)) => {}
         }
         drop(state);
         ShutdownGuard { inner: self.inner.clone(), slot }

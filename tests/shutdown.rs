@@ -141,7 +141,7 @@ async fn connections_that_do_not_answer_are_dropped_at_the_deadline() {
     assert_eq!((report.closed, report.dropped, report.failed), (GOOD, MUTE, 0), "{report:?}");
     assert_eq!(report.total(), GOOD + MUTE);
     assert!(took >= timeout, "returned before the deadline: {took:?}");
-    assert!(took < timeout + Duration::from_millis(400), "took {took:?}");
+    assert!(took < timeout + Duration::from_secs(1), "took {took:?}");
 
     for client in clients {
         assert_eq!(within(client).await.unwrap(), Some((1001, String::new())));
