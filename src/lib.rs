@@ -119,7 +119,8 @@
 //! its parameters with a [`DeflateConfig`]. Context takeover is used whenever
 //! both sides allow it. Received messages are inflated as they are read and
 //! held to the read limit by their inflated size. [`Conn::enable_write_compression`],
-//! [`Conn::set_compression_level`] and a size threshold control what is sent
+//! [`Conn::set_compression_level`] (gorilla's levels, −2 to 9: see
+//! [`CompressionLevel`]) and a size threshold control what is sent
 //! compressed; a [`PreparedMessage`] compresses a broadcast once.
 //!
 //! # Batching writes

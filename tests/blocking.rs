@@ -264,3 +264,30 @@ fn write_control_with_a_past_deadline_fails_at_once() {
     assert_eq!(ws.read().unwrap(), WsMessage::Ping(b"late".to_vec().into()));
     server.join().unwrap();
 }
+
+/// The blocking connection takes gorilla's whole range of compression
+/// levels and refuses what lies outside it.
+#[test]
+fn compression_levels_cover_gorillas_range() {
+    let (url, server) = serve(Upgrader::new().enable_compression(true), |mut conn| {
+        for level in [-3, 10] {
+            assert!(matches!(conn.set_compression_level(level), Err(Error::InvalidRequest(_))), "{level}");
+        }
+        for level in -2..=9 {
+            conn.set_compression_level(level).unwrap();
+            conn.write_text(format!("level {level} ").repeat(200)).unwrap();
+        }
+        let (_read, mut write) = conn.split().unwrap();
+        assert!(write.set_compression_level(-3).is_err());
+        write.set_compression_level(silverback::CompressionLevel::HUFFMAN_ONLY).unwrap();
+        write.write_text("split").unwrap();
+    });
+    let dialer = silverback::Dialer::new().enable_compression(true);
+    let (mut client, _) = blocking::connect(&dialer, &url).unwrap();
+    assert!(client.compression_negotiated());
+    for level in -2..=9 {
+        assert_eq!(client.read_message().unwrap().data, format!("level {level} ").repeat(200).as_bytes());
+    }
+    assert_eq!(client.read_message().unwrap().data, &b"split"[..]);
+    server.join().unwrap();
+}
