@@ -167,7 +167,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     let mut all = Vec::new();
     raw.read_to_end(&mut all).unwrap();
     let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert_eq!(&all[head_end..], [0x88, 0x02, 0x03, 0xea], "close 1002, then the end of the stream");
+    let reason = b"unmasked frame from client";
+    let close = &all[head_end..];
+    assert_eq!(close[..4], [0x88, 2 + reason.len() as u8, 0x03, 0xea], "close 1002, then the end of the stream");
+    assert_eq!(&close[4..], reason, "with a reason naming the violation");
 }
 
 #[test]

@@ -35,7 +35,7 @@ async fn over_limit_message_fails_with_1009_permanently() {
     raw.send_frame(true, BINARY, &pattern(1000)).await;
     assert!(raw.message().await.1 == pattern(1000));
     raw.send_frame(true, BINARY, &pattern(1001)).await;
-    assert_eq!(raw.read_close().await, Some((1009, String::new())));
+    assert_eq!(raw.read_close().await, Some((1009, "message too big".to_owned())));
     raw.expect_eof().await;
     let (first, second, _) = within(server).await.unwrap();
     assert!(first.is_read_limit(), "{first:?}");
@@ -49,7 +49,7 @@ async fn read_limit_counts_the_whole_fragmented_message() {
     let mut raw = RawClient::connect(addr).await;
     raw.send_frame(false, TEXT, &[b'a'; 600]).await;
     raw.send_frame(true, CONT, &[b'b'; 600]).await;
-    assert_eq!(raw.read_close().await, Some((1009, String::new())));
+    assert_eq!(raw.read_close().await, Some((1009, "message too big".to_owned())));
     raw.expect_eof().await;
     let (first, second, _) = within(server).await.unwrap();
     assert!(matches!(first, Error::Protocol(ProtocolError::MessageTooBig { limit: 1000, .. })), "{first:?}");
@@ -71,7 +71,7 @@ async fn set_read_limit_applies_to_the_next_message() {
     raw.send_frame(true, TEXT, &[b'x'; 100]).await;
     assert_eq!(raw.message().await.1.len(), 100);
     raw.send_frame(true, TEXT, &[b'x'; 11]).await;
-    assert_eq!(raw.read_close().await, Some((1009, String::new())));
+    assert_eq!(raw.read_close().await, Some((1009, "message too big".to_owned())));
     let (err, _conn) = within(server).await.unwrap();
     assert!(err.is_read_limit(), "{err:?}");
 }

@@ -242,6 +242,6 @@ async fn masked_server_frame_fails_a_client_with_1002() {
     assert!(matches!(err, Error::Protocol(ProtocolError::MaskedFrame)), "{err:?}");
     let close = server.frame().await;
     assert!(close.masked, "the client's close must be masked");
-    assert_eq!(close.close(), Some((1002, String::new())));
+    assert_eq!(close.close(), Some((1002, "masked frame from server".to_owned())));
     server.expect_eof().await;
 }

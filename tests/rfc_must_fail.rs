@@ -114,7 +114,7 @@ async fn server_fails(
     };
     assert_eq!(close.opcode, CLOSE, "expected a close frame after the violation, got {close:?}");
     assert!(close.fin && !close.masked && close.rsv == 0, "{close:?}");
-    let (code, _reason) = close.close().expect("a failing close frame must carry a status code");
+    let (code, reason) = close.close().expect("a failing close frame must carry a status code");
     assert!(codes.contains(&code), "close code {code}, expected one of {codes:?}");
     // The server closes the TCP connection itself (RFC 6455 §7.1.7).
     raw.expect_eof().await;
@@ -126,6 +126,7 @@ async fn server_fails(
         other => panic!("the server's read must fail with a protocol error, got {other:?}"),
     };
     assert_eq!(violation.close_code(), CloseCode(code), "{violation:?}");
+    assert_eq!(reason, violation.close_reason(), "the close frame names the violation");
     match second {
         Err(Error::Protocol(again)) => assert_eq!(again, violation, "read errors are permanent"),
         other => panic!("a second read must return the same error, got {other:?}"),
@@ -349,13 +350,14 @@ async fn client_fails(dialer: Dialer, extra: &'static str, violation: Vec<u8>, c
     let close = close.expect("the client closed the connection without a close frame");
     assert_eq!(close.opcode, CLOSE, "{close:?}");
     assert!(close.masked, "a client's close frame must be masked: {close:?}");
-    let (code, _) = close.close().expect("a failing close frame must carry a status code");
+    let (code, reason) = close.close().expect("a failing close frame must carry a status code");
     assert!(codes.contains(&code), "close code {code}, expected one of {codes:?}");
     assert!(after.is_none(), "the client must close the connection after its close frame: {after:?}");
     drop(conn);
     match err {
         Error::Protocol(e) => {
             assert_eq!(e.close_code(), CloseCode(code), "{e:?}");
+            assert_eq!(reason, e.close_reason(), "the close frame names the violation");
             e
         }
         other => panic!("the client's read must fail with a protocol error, got {other:?}"),

@@ -190,9 +190,9 @@ pub(crate) fn closed_by_peer(frame: Option<&CloseFrame>) -> crate::error::Error 
 }
 
 /// The close frame that fails the connection for `violation` (RFC 6455
-/// §7.1.7): its code, no reason.
+/// §7.1.7): its code and a short reason naming the violation.
 pub(crate) fn failing_close(violation: &super::ProtocolError) -> bytes::Bytes {
-    CloseFrame::new(violation.close_code(), "").encode()
+    CloseFrame::new(violation.close_code(), violation.close_reason()).encode()
 }
 
 #[cfg(test)]

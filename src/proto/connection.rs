@@ -624,7 +624,9 @@ mod tests {
         assert!(matches!(s.next_event(now), Err(Error::Protocol(_))), "the failure is permanent");
         assert!(!s.should_close_transport(), "the close frame has not left yet");
         let wire = s.data_to_send().to_vec();
-        assert_eq!(wire, [0x88, 0x02, 0x03, 0xea], "close 1002");
+        let reason = b"unmasked frame from client";
+        assert_eq!(wire[..4], [0x88, 2 + reason.len() as u8, 0x03, 0xea], "close 1002");
+        assert_eq!(&wire[4..], reason, "with a reason naming the violation");
         s.sent(wire.len());
         s.flushed();
         assert!(s.should_close_transport());

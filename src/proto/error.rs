@@ -68,6 +68,31 @@ impl ProtocolError {
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
+
+    /// The short reason sent in the close frame that fails the connection,
+    /// so that the peer can tell what it did wrong: ASCII, well under the
+    /// 123 bytes a close reason may take, and without the variable details
+    /// of the [`fmt::Display`] text.
+    pub fn close_reason(&self) -> &'static str {
+        match self {
+            ProtocolError::ReservedOpcode(_) => "reserved opcode",
+            ProtocolError::LengthTopBit => "invalid payload length",
+            ProtocolError::ReservedBits(_) => "reserved bits set",
+            ProtocolError::UnmaskedFrame => "unmasked frame from client",
+            ProtocolError::MaskedFrame => "masked frame from server",
+            ProtocolError::ControlFrameTooLong(_) => "control frame too long",
+            ProtocolError::FragmentedControlFrame => "fragmented control frame",
+            ProtocolError::UnexpectedContinuation => "unexpected continuation frame",
+            ProtocolError::ExpectedContinuation => "expected continuation frame",
+            ProtocolError::InvalidUtf8 => "invalid UTF-8",
+            ProtocolError::CloseFrameTooShort => "close frame too short",
+            ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidCompressedData(_) => "invalid compressed data",
+            ProtocolError::FrameTooBig { .. } => "frame too big",
+            ProtocolError::TooManyFragments { .. } => "too many fragments",
+            ProtocolError::MessageTooBig { .. } => "message too big",
+        }
+    }
 }
 
 impl fmt::Display for ProtocolError {
@@ -98,3 +123,34 @@ impl fmt::Display for ProtocolError {
 }
 
 impl std::error::Error for ProtocolError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_close_reason_is_short_ascii() {
+        let all = [
+            ProtocolError::ReservedOpcode(3),
+            ProtocolError::LengthTopBit,
+            ProtocolError::ReservedBits(4),
+            ProtocolError::UnmaskedFrame,
+            ProtocolError::MaskedFrame,
+            ProtocolError::ControlFrameTooLong(126),
+            ProtocolError::FragmentedControlFrame,
+            ProtocolError::UnexpectedContinuation,
+            ProtocolError::ExpectedContinuation,
+            ProtocolError::InvalidUtf8,
+            ProtocolError::CloseFrameTooShort,
+            ProtocolError::InvalidCloseCode(1005),
+            ProtocolError::InvalidCompressedData("bad".into()),
+            ProtocolError::FrameTooBig { size: 2, limit: 1 },
+            ProtocolError::TooManyFragments { limit: 1 },
+            ProtocolError::MessageTooBig { size: 2, limit: 1 },
+        ];
+        for violation in all {
+            let reason = violation.close_reason();
+            assert!(!reason.is_empty() && reason.len() <= 123 && reason.is_ascii(), "{violation:?}: {reason:?}");
+        }
+    }
+}
