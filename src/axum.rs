@@ -153,8 +153,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for WebSocketUpgrade {
 
 impl WebSocketUpgrade {
     /// Answers with `upgrader`'s options: origin policy, subprotocols,
-    /// compression, limits, buffers, keepalive (the default is
-    /// `Upgrader::new()`).
+    /// compression (fixed, or decided per request by
+    /// [`Upgrader::select_subprotocol`] and [`Upgrader::compression_for`]),
+    /// limits, buffers, keepalive (the default is `Upgrader::new()`).
     pub fn upgrader(mut self, upgrader: Upgrader) -> Self {
         self.upgrader = upgrader;
         self

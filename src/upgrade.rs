@@ -35,7 +35,7 @@ use crate::proto::server_handshake::{Accepted, Refusal, ServerPolicy};
 #[cfg(feature = "tokio")]
 use crate::proto::Role;
 
-pub use crate::proto::server_handshake::{CheckOrigin, ErrorResponder};
+pub use crate::proto::server_handshake::{CheckOrigin, CompressionSelector, ErrorResponder, SubprotocolSelector};
 
 /// The default time [`Upgrader::accept`] allows for the whole handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,6 +102,8 @@ impl fmt::Debug for Upgrader {
         f.debug_struct("Upgrader")
             .field("config", &self.options.config)
             .field("subprotocols", &self.options.policy.subprotocols)
+            .field("custom_select_subprotocol", &self.options.policy.select_subprotocol.is_some())
+            .field("custom_compression_for", &self.options.policy.compression_for.is_some())
             .field("custom_error", &self.options.policy.error.is_some())
             .field("custom_check_origin", &self.options.policy.check_origin.is_some())
             .field("compression", &self.options.policy.compression)
@@ -141,6 +143,67 @@ impl Upgrader {
         P: Into<String>,
     {
         self.options_mut().policy.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Chooses the subprotocol per request, in place of the fixed list of
+    /// [`Upgrader::subprotocols`]: `select` sees the request (path, query,
+    /// headers) and the subprotocols the client offered, in its order (only
+    /// valid names; it is not called when the client offered none), and
+    /// returns the one to answer with, or `None` for no
+    /// `Sec-WebSocket-Protocol` in the response. A choice the client did not
+    /// offer is never sent: the handshake is refused with 500 instead.
+    /// Applies to [`Upgrader::accept`], [`Upgrader::upgrade`] (hyper) and the
+    /// axum extractor alike;
+    /// [`Conn::subprotocol`](crate::Conn::subprotocol) reports the choice.
+    ///
+    /// ```
+    /// use silverback::Upgrader;
+    ///
+    /// // `/ws?v=2` prefers the newer protocol; other paths take the client's first.
+    /// let upgrader = Upgrader::new().select_subprotocol(|request, offered| {
+    ///     let wanted = if request.uri().query() == Some("v=2") { "chat.v2" } else { "chat.v1" };
+    ///     offered.iter().find(|p| **p == wanted).or(offered.first()).map(|p| p.to_string())
+    /// });
+    /// ```
+    pub fn select_subprotocol<F, P>(mut self, select: F) -> Self
+    where
+        F: Fn(&Request<()>, &[&str]) -> Option<P> + Send + Sync + 'static,
+        P: Into<String>,
+    {
+        self.options_mut().policy.select_subprotocol =
+            Some(Arc::new(move |request: &Request<()>, offered: &[&str]| select(request, offered).map(Into::into)));
+        self
+    }
+
+    /// Decides permessage-deflate per request, in place of
+    /// [`Upgrader::compression`] / [`Upgrader::enable_compression`]: `decide`
+    /// sees the request and returns `None` to decline compression for it, or
+    /// the configuration to negotiate with (window bits, context takeover) —
+    /// say, off for a user agent with a broken implementation, or small
+    /// windows for mobile clients. A client that offers no compression gets
+    /// none either way. Applies to [`Upgrader::accept`], [`Upgrader::upgrade`]
+    /// (hyper) and the axum extractor alike.
+    ///
+    /// ```
+    /// use silverback::{DeflateConfig, Upgrader};
+    ///
+    /// let upgrader = Upgrader::new().compression_for(|request| {
+    ///     let agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    ///     if agent.contains("BrokenDeflate/1.0") {
+    ///         None
+    ///     } else if agent.contains("Mobile") {
+    ///         Some(DeflateConfig { server_max_window_bits: 10, client_max_window_bits: 10, ..Default::default() })
+    ///     } else {
+    ///         Some(DeflateConfig::default())
+    ///     }
+    /// });
+    /// ```
+    pub fn compression_for<F>(mut self, decide: F) -> Self
+    where
+        F: Fn(&Request<()>) -> Option<DeflateConfig> + Send + Sync + 'static,
+    {
+        self.options_mut().policy.compression_for = Some(Arc::new(decide));
         self
     }
 

@@ -34,9 +34,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 
-use super::extensions::{self, DeflateConfig, DeflateParams};
+use super::extensions::{self, is_token, DeflateConfig, DeflateParams};
 use super::handshake::{
-    same_origin, select_subprotocol, take_response_subprotocol, validate_extended_connect, validate_request, Rejection,
+    requested_subprotocols, same_origin, select_subprotocol, take_response_subprotocol, validate_extended_connect,
+    validate_request, Rejection,
 };
 use super::head::{HeadError, HeadLimits, HeadReader};
 
@@ -46,14 +47,31 @@ pub type CheckOrigin = Arc<dyn Fn(&Request<()>) -> bool + Send + Sync>;
 /// Builds the HTTP response for a refused handshake.
 pub type ErrorResponder = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
 
+/// Chooses the subprotocol for one request from the ones the client offered
+/// (valid names only, in the client's order): `None` answers without one.
+/// The choice must be one of the offered names, or the handshake is refused
+/// with 500.
+pub type SubprotocolSelector = Arc<dyn Fn(&Request<()>, &[&str]) -> Option<String> + Send + Sync>;
+
+/// Decides permessage-deflate for one request: `None` declines it, `Some`
+/// negotiates within that configuration.
+pub type CompressionSelector = Arc<dyn Fn(&Request<()>) -> Option<DeflateConfig> + Send + Sync>;
+
 /// What a server accepts, as plain data and closures.
 #[derive(Clone, Default)]
 pub struct ServerPolicy {
     /// The subprotocols spoken: the first of the client's list that is also
     /// in this one is chosen.
     pub subprotocols: Vec<String>,
+    /// Chooses the subprotocol per request; when set, it replaces
+    /// [`ServerPolicy::subprotocols`]. Called only when the client offered
+    /// at least one valid subprotocol name.
+    pub select_subprotocol: Option<SubprotocolSelector>,
     /// permessage-deflate, when it may be negotiated.
     pub compression: Option<DeflateConfig>,
+    /// Decides permessage-deflate per request; when set, it replaces
+    /// [`ServerPolicy::compression`].
+    pub compression_for: Option<CompressionSelector>,
     /// The origin policy; `None` is the same-origin default
     /// ([`super::handshake::same_origin`]).
     pub check_origin: Option<CheckOrigin>,
@@ -66,7 +84,9 @@ impl fmt::Debug for ServerPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerPolicy")
             .field("subprotocols", &self.subprotocols)
+            .field("custom_select_subprotocol", &self.select_subprotocol.is_some())
             .field("compression", &self.compression)
+            .field("custom_compression_for", &self.compression_for.is_some())
             .field("custom_check_origin", &self.check_origin.is_some())
             .field("custom_error", &self.error.is_some())
             .finish()
@@ -131,7 +151,9 @@ impl Refusal {
 impl ServerPolicy {
     /// Decides on a parsed request: checks it (RFC 6455 §4.2.1, or RFC 8441
     /// for an HTTP/2 extended CONNECT, then the origin policy), picks the
-    /// subprotocol and compression, then asks `callback` for extra response
+    /// subprotocol and compression (by the per-request selectors when set:
+    /// the one decision for raw streams, hyper and axum alike), then asks
+    /// `callback` for extra response
     /// headers or a rejection. An HTTP/1.1 request is answered with `101`;
     /// an HTTP/2 one with `200`, and its request carries the `:protocol` as a
     /// [`super::handshake::Protocol`] extension and its authority as `Host`.
@@ -171,14 +193,18 @@ impl ServerPolicy {
         if !origin_ok {
             return Err(Rejection::new(StatusCode::FORBIDDEN, "request origin not allowed by Upgrader.check_origin"));
         }
-        let negotiated = self.compression.as_ref().and_then(|ours| {
+        let internal = |reason: String| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, reason);
+        let ours = match &self.compression_for {
+            Some(decide) => decide(request),
+            None => self.compression,
+        };
+        let negotiated = ours.and_then(|ours| {
             let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter();
-            extensions::server_negotiate_response(offers.filter_map(|v| v.to_str().ok()), ours)
+            extensions::server_negotiate_response(offers.filter_map(|v| v.to_str().ok()), &ours)
         });
-        let mut protocol = select_subprotocol(headers, &self.subprotocols).map(str::to_owned);
+        let mut protocol = self.choose_subprotocol(request)?;
 
         let mut extra = callback(request)?;
-        let internal = |reason: String| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, reason);
         if extra.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
             return Err(internal("extensions are negotiated by the upgrader, not by response headers".into()));
         }
@@ -223,6 +249,28 @@ impl ServerPolicy {
             out.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
         }
         Ok(Accepted { protocol, deflate, response, early: BytesMut::new() })
+    }
+
+    /// The subprotocol for `request`: by [`ServerPolicy::select_subprotocol`]
+    /// when set (a choice the client did not offer is refused with 500),
+    /// else the first of the client's that [`ServerPolicy::subprotocols`]
+    /// holds.
+    fn choose_subprotocol(&self, request: &Request<()>) -> Result<Option<String>, Rejection> {
+        let headers = request.headers();
+        let Some(select) = &self.select_subprotocol else {
+            return Ok(select_subprotocol(headers, &self.subprotocols).map(str::to_owned));
+        };
+        let offered: Vec<&str> = requested_subprotocols(headers).into_iter().filter(|p| is_token(p)).collect();
+        if offered.is_empty() {
+            return Ok(None);
+        }
+        match select(request, &offered) {
+            Some(chosen) if !offered.contains(&chosen.as_str()) => Err(Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the subprotocol selector chose {chosen:?}, which the client did not offer"),
+            )),
+            chosen => Ok(chosen),
+        }
     }
 
     /// The refusal for `rejection`, with its response.

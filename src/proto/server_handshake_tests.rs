@@ -222,6 +222,42 @@ fn negotiation() {
 }
 
 #[test]
+fn per_request_selectors_see_the_request() {
+    let policy = ServerPolicy {
+        subprotocols: vec!["never".into()],
+        select_subprotocol: Some(Arc::new(|request, offered| {
+            assert_eq!(offered, ["chat", "v2"], "valid names, in the client's order");
+            request.headers().get("x-pick").map(|v| v.to_str().unwrap().to_owned())
+        })),
+        compression: None,
+        compression_for: Some(Arc::new(|request| {
+            let agent = request.headers().get(header::USER_AGENT).map(|v| v.as_bytes());
+            (agent != Some(b"broken")).then(|| DeflateConfig { server_max_window_bits: 9, ..DeflateConfig::default() })
+        })),
+        ..ServerPolicy::default()
+    };
+    let offers = "Sec-WebSocket-Protocol: chat, a b, v2\r\nSec-WebSocket-Extensions: permessage-deflate\r\n";
+
+    let agreed = accepted(&policy, &request(&format!("{offers}X-Pick: v2\r\n")));
+    assert_eq!(agreed.protocol.as_deref(), Some("v2"));
+    assert_eq!(agreed.deflate.map(|d| d.server_max_window_bits), Some(9));
+    let bytes = text(&agreed.response_bytes());
+    assert!(bytes.contains("Sec-WebSocket-Protocol: v2\r\n"), "{bytes}");
+    assert!(bytes.contains("server_max_window_bits=9"), "{bytes}");
+
+    let agreed = accepted(&policy, &request(&format!("{offers}User-Agent: broken\r\n")));
+    assert_eq!((&agreed.protocol, &agreed.deflate), (&None, &None), "the selector may choose none");
+    let bytes = text(&agreed.response_bytes());
+    assert!(!bytes.contains("Sec-WebSocket-Protocol") && !bytes.contains("Sec-WebSocket-Extensions"), "{bytes}");
+
+    for unoffered in ["mqtt", "a b", "chat, v2"] {
+        let refusal = refused(&policy, &request(&format!("{offers}X-Pick: {unoffered}\r\n")), nothing);
+        assert_eq!(refusal.rejection.status, StatusCode::INTERNAL_SERVER_ERROR, "{unoffered}");
+        assert!(refusal.rejection.reason.contains("did not offer"), "{}", refusal.rejection.reason);
+    }
+}
+
+#[test]
 fn a_parsed_request_gets_the_same_answer() {
     let policy = ServerPolicy {
         subprotocols: vec!["chat".into()],
