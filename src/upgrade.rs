@@ -298,8 +298,10 @@ impl Upgrader {
     /// Reads the opening handshake from `stream`, answers it, and returns the
     /// connection. A bad request is answered with 400, 403, 405, 426 or 431 and
     /// a plain-text reason, then the stream is shut down and
-    /// [`Error::RequestRefused`] returned. Bytes the client sends right after its
-    /// request are kept for the connection.
+    /// [`Error::RequestRefused`] returned — after reading and discarding what
+    /// the client still sends until it closes (at most 1 s and 64 KiB), so
+    /// that the response is not lost to a TCP reset. Bytes the client sends
+    /// right after its request are kept for the connection.
     ///
     /// Cancel safety: not cancel-safe; dropped part way, the stream (and
     /// the handshake with it) is dropped.
@@ -342,6 +344,10 @@ impl Upgrader {
         };
         match outcome {
             Ok(accepted) => Ok(self.conn(stream, accepted)),
+            Err(e @ Error::RequestRefused { .. }) => {
+                linger(&mut stream).await;
+                Err(e)
+            }
             Err(e) => {
                 let _ = stream.shutdown().await;
                 Err(e)
@@ -377,6 +383,39 @@ impl Upgrader {
         let config = self.config_for(&accepted);
         Conn::from_raw(stream, Role::Server, config, accepted.protocol, accepted.early)
     }
+}
+
+/// How long a refused handshake goes on reading (and discarding) what the
+/// client still sends, after its response: see `linger`.
+#[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
+pub(crate) const REFUSAL_LINGER_TIME: Duration = Duration::from_secs(1);
+/// How many bytes a refused handshake reads and discards at most.
+#[cfg_attr(not(any(feature = "tokio", feature = "blocking")), allow(dead_code))]
+pub(crate) const REFUSAL_LINGER_BYTES: usize = 64 * 1024;
+
+/// Ends a refused handshake gently: shuts down the write side after the
+/// error response, then reads and discards what the client still sends
+/// until it closes, for at most [`REFUSAL_LINGER_TIME`] and
+/// [`REFUSAL_LINGER_BYTES`]. Closing a socket with unread bytes makes the
+/// kernel answer with a TCP reset, which can destroy the response before
+/// the client has read it (the rest of a request too large, frames sent
+/// right after the request).
+#[cfg(feature = "tokio")]
+async fn linger<S: Stream>(stream: &mut S) {
+    use tokio::io::AsyncReadExt;
+
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = REFUSAL_LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut buf[..left.min(4096)]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_LINGER_TIME, drain).await;
 }
 
 /// The error a refused handshake fails with.

@@ -11,12 +11,13 @@ use crate::error::{Error, Result};
 use crate::proto::handshake::Rejection;
 use crate::proto::server_handshake::{Accepted, ServerHandshake, ServerStep};
 use crate::proto::Role;
-use crate::upgrade::{handshake_error, Upgrader};
+use crate::upgrade::{handshake_error, Upgrader, REFUSAL_LINGER_BYTES, REFUSAL_LINGER_TIME};
 
 /// Reads the opening handshake from `stream`, answers it by `upgrader`'s
 /// options (origin policy, subprotocols, compression, limits) within its
 /// handshake timeout, and returns the connection. A bad request is answered
-/// with its status and a plain-text reason, the stream is shut down and
+/// with its status and a plain-text reason, the stream is shut down (after
+/// discarding what the client still sends, for at most 1 s and 64 KiB) and
 /// [`Error::RequestRefused`] returned. The blocking counterpart of
 /// [`Upgrader::accept`](crate::Upgrader).
 pub fn accept<S: Transport>(upgrader: &Upgrader, stream: S) -> Result<Conn<S>> {
@@ -38,7 +39,9 @@ where
             answer(&mut stream, &accepted.response_bytes(), deadline).map(|()| accepted).map_err(timeout_or_io)
         }
         Ok(ServerStep::Reject(refusal)) => {
-            let _ = answer(&mut stream, &refusal.response_bytes(), deadline);
+            if answer(&mut stream, &refusal.response_bytes(), deadline).is_ok() {
+                linger(&mut stream);
+            }
             Err(handshake_error(refusal))
         }
         Ok(ServerStep::NeedMore) => Err(Error::Io(io::ErrorKind::UnexpectedEof.into())),
@@ -83,6 +86,30 @@ where
         match handshake.receive(&buf[..n]) {
             ServerStep::NeedMore => {}
             decided => return Ok(decided),
+        }
+    }
+}
+
+/// Shuts down the write side after a refusal's response, then reads and
+/// discards what the client still sends until it closes, within the bounds
+/// of the async accept: closing with unread bytes would make the kernel
+/// send a TCP reset that can destroy the response.
+fn linger<S: Transport>(stream: &mut S) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + REFUSAL_LINGER_TIME;
+    let mut buf = [0u8; 4096];
+    let mut left = REFUSAL_LINGER_BYTES;
+    while left > 0 {
+        let Ok(Some(timeout)) = remaining(Some(deadline)) else { return };
+        if stream.set_read_timeout(Some(timeout)).is_err() {
+            return;
+        }
+        let want = left.min(buf.len());
+        match stream.read(&mut buf[..want]) {
+            Ok(0) => return,
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return,
         }
     }
 }
