@@ -137,6 +137,7 @@ impl Upgrader {
     /// list that is also in this one is chosen; none in common means no
     /// `Sec-WebSocket-Protocol` in the response. Only RFC 7230 tokens (the
     /// names a client may send) can be chosen: any other entry never is.
+    /// To decide per request, see [`Upgrader::select_subprotocol`].
     pub fn subprotocols<I, P>(mut self, protocols: I) -> Self
     where
         I: IntoIterator<Item = P>,
@@ -232,7 +233,8 @@ impl Upgrader {
 
     /// Accepts permessage-deflate (RFC 7692) when a client offers it, with
     /// context takeover both ways when the client allows it and 32 KiB
-    /// windows. Off by default.
+    /// windows. Off by default. To decide per request, see
+    /// [`Upgrader::compression_for`].
     pub fn enable_compression(mut self, enable: bool) -> Self {
         let policy = &mut self.options_mut().policy;
         policy.compression = enable.then(|| policy.compression.unwrap_or_default());
