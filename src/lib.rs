@@ -168,7 +168,8 @@ pub use config::{
 };
 #[cfg(feature = "tokio")]
 pub use conn::{
-    join_messages, Conn, Handle, JoinMessages, MessageReader, MessageWriter, ReadHalf, SocketAddrs, Stream, WriteHalf,
+    join_messages, Addrs, Conn, Handle, JoinMessages, MessageReader, MessageWriter, ReadHalf, SocketAddrs, Stream,
+    WriteHalf,
 };
 #[cfg(all(feature = "rustls", any(feature = "tokio", feature = "blocking")))]
 pub use dial::TlsRoots;

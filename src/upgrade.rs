@@ -429,6 +429,8 @@ pub(crate) fn handshake_error(refusal: Refusal) -> Error {
 #[cfg(feature = "hyper")]
 mod hyper_support {
     use std::future::Future;
+    use std::io;
+    use std::net::SocketAddr;
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
@@ -438,14 +440,91 @@ mod hyper_support {
     use http_body_util::Full;
     use hyper::upgrade::{OnUpgrade, Upgraded};
     use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
     use super::Upgrader;
-    use crate::conn::Conn;
+    use crate::conn::{Addrs, Conn, SocketAddrs};
     use crate::error::{Error, Result};
     use crate::proto::handshake::Protocol;
 
-    /// The stream of a connection upgraded through hyper.
-    pub type UpgradedStream = TokioIo<Upgraded>;
+    /// The stream of a connection upgraded through hyper: hyper's upgraded
+    /// connection, and the [`Addrs`] the request carried in its extensions,
+    /// if any (hyper does not know the socket's addresses; the server that
+    /// accepted the connection does).
+    #[derive(Debug)]
+    pub struct UpgradedStream {
+        io: TokioIo<Upgraded>,
+        addrs: Option<Addrs>,
+    }
+
+    impl UpgradedStream {
+        /// Wraps a connection hyper upgraded (a client's, say), with the
+        /// addresses to report, if known.
+        pub fn new(upgraded: Upgraded, addrs: Option<Addrs>) -> Self {
+            UpgradedStream { io: TokioIo::new(upgraded), addrs }
+        }
+
+        /// hyper's upgraded connection.
+        pub fn get_ref(&self) -> &Upgraded {
+            self.io.inner()
+        }
+
+        /// The addresses the request carried, if it did.
+        pub fn addrs(&self) -> Option<Addrs> {
+            self.addrs
+        }
+
+        /// hyper's upgraded connection, taken out.
+        pub fn into_inner(self) -> Upgraded {
+            self.io.into_inner()
+        }
+    }
+
+    impl AsyncRead for UpgradedStream {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for UpgradedStream {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    impl SocketAddrs for UpgradedStream {
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            self.addrs.map(|a| a.local).ok_or_else(no_addrs)
+        }
+
+        fn peer_addr(&self) -> io::Result<SocketAddr> {
+            self.addrs.map(|a| a.peer).ok_or_else(no_addrs)
+        }
+    }
+
+    fn no_addrs() -> io::Error {
+        io::Error::new(io::ErrorKind::Unsupported, "the upgraded request carried no silverback::Addrs extension")
+    }
 
     /// A refused upgrade: the response to send back, and why.
     #[derive(Debug)]
@@ -551,10 +630,11 @@ mod hyper_support {
             let (parts, ()) = std::mem::take(&mut accepted.response).into_parts();
             let response = Response::from_parts(parts, Full::new(Bytes::new()));
             let upgrader = self.clone();
+            let addrs = head.extensions().get::<Addrs>().copied();
             let upgrading = Upgrading {
                 inner: Box::pin(async move {
                     let upgraded = on_upgrade.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
-                    Ok(upgrader.conn(TokioIo::new(upgraded), accepted))
+                    Ok(upgrader.conn(UpgradedStream { io: TokioIo::new(upgraded), addrs }, accepted))
                 }),
             };
             Ok((response, upgrading))
@@ -578,6 +658,9 @@ mod hyper_support {
         *head.headers_mut() = headers.clone();
         if let Some(protocol) = extensions.get::<hyper::ext::Protocol>() {
             head.extensions_mut().insert(Protocol(protocol.as_str().to_owned()));
+        }
+        if let Some(addrs) = extensions.get::<Addrs>() {
+            head.extensions_mut().insert(*addrs);
         }
         if !head.headers().contains_key(HOST) {
             let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());

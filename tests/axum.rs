@@ -363,7 +363,7 @@ async fn h2_websocket(
         None => assert!(!compress || path == "/ws-plain", "the offer of compression was declined on {path}"),
     }
     let upgraded = within(hyper::upgrade::on(response)).await.unwrap();
-    Conn::from_raw(TokioIo::new(upgraded), Role::Client, config, Some("chat".to_owned()), BytesMut::new())
+    Conn::from_raw(UpgradedStream::new(upgraded, None), Role::Client, config, Some("chat".to_owned()), BytesMut::new())
 }
 
 #[tokio::test]

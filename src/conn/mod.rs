@@ -326,6 +326,67 @@ impl SocketAddrs for tokio::net::TcpStream {
     }
 }
 
+/// The two addresses of an accepted connection, for a stream that cannot
+/// tell them itself: a server built on hyper (or axum) inserts them into each
+/// request's extensions, and [`crate::Upgrader::upgrade`] carries them to the
+/// upgraded connection, whose [`Conn::local_addr`] and [`Conn::remote_addr`]
+/// then answer.
+///
+/// ```
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let client = tokio::net::TcpStream::connect(listener.local_addr()?);
+/// let (stream, _) = listener.accept().await?;
+/// let addrs = silverback::Addrs::of(&stream)?;
+/// // In the service: request.extensions_mut().insert(addrs);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Addrs {
+    /// This end's address.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+impl Addrs {
+    /// The addresses of `stream`.
+    pub fn of(stream: &impl SocketAddrs) -> std::io::Result<Addrs> {
+        Ok(Addrs { local: stream.local_addr()?, peer: stream.peer_addr()? })
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<T: SocketAddrs> SocketAddrs for tokio_rustls::server::TlsStream<T> {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<T: SocketAddrs> SocketAddrs for tokio_rustls::client::TlsStream<T> {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<T: SocketAddrs> SocketAddrs for tokio_rustls::TlsStream<T> {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.local_addr()
+    }
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+}
+
 #[cfg(feature = "hyper")]
 impl<T: SocketAddrs> SocketAddrs for hyper_util::rt::TokioIo<T> {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
