@@ -67,15 +67,17 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
 /// to 9 (best). Made from an `i32` or a `u32`; the methods that take one
 /// refuse a level outside −2..=9.
 ///
-/// Huffman only: flate2, which does the compressing, has no way to choose
-/// zlib's strategy, so [`CompressionLevel::HUFFMAN_ONLY`] compresses at
-/// level 1, the fastest, which like Huffman-only coding trades ratio for
-/// speed. The peer sees a valid deflate stream either way.
+/// Huffman only ([`CompressionLevel::HUFFMAN_ONLY`]) codes every byte as a
+/// literal with a Huffman code made for each block, as zlib's
+/// `Z_HUFFMAN_ONLY` strategy does: no search for repeated strings, so it is
+/// fast and needs no window of history, and it shrinks text by its byte
+/// frequencies only (typically to 55–70 %). Data that does not shrink goes
+/// out in stored blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CompressionLevel(i32);
 
 impl CompressionLevel {
-    /// −2: Huffman coding only (compressed as level 1; see above).
+    /// −2: Huffman coding only, no string matching (see above).
     pub const HUFFMAN_ONLY: CompressionLevel = CompressionLevel(-2);
     /// −1: the default compression, level 6.
     pub const DEFAULT: CompressionLevel = CompressionLevel(-1);
@@ -121,7 +123,8 @@ impl CompressionLevel {
         })
     }
 
-    /// The zlib level (0–9) that compresses at this level.
+    /// The zlib level (0–9) that compresses at this level (Huffman only is
+    /// not done by zlib: see `proto::huffman`).
     pub(crate) fn zlib_level(self) -> u32 {
         match self.clamped().0 {
             -2 => 1,

@@ -20,7 +20,7 @@ use crate::proto::deflate::Deflater;
 pub struct PreparedMessage {
     kind: MessageType,
     data: Bytes,
-    compressed: Mutex<HashMap<(u8, u32), Bytes>>,
+    compressed: Mutex<HashMap<(u8, crate::CompressionLevel), Bytes>>,
 }
 
 impl fmt::Debug for PreparedMessage {
@@ -46,7 +46,7 @@ impl PreparedMessage {
     }
 
     /// The payload compressed with `window_bits` and `level`, made on first use.
-    pub(crate) fn compressed(&self, window_bits: u8, level: u32) -> Bytes {
+    pub(crate) fn compressed(&self, window_bits: u8, level: crate::CompressionLevel) -> Bytes {
         let make = || {
             let mut out = BytesMut::new();
             Deflater::new(level, window_bits, true).compress_message(&self.data, &mut out);

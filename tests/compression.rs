@@ -1610,6 +1610,10 @@ async fn every_gorilla_compression_level_round_trips() {
             assert_eq!(sent.rsv, RSV1, "{side} at level {level}");
             if level == 0 {
                 assert!(sent.len >= text.len(), "{side}: level 0 stores: {sent:?}");
+            } else if level == -2 {
+                // Literals only: the repeating text shrinks by its byte
+                // frequencies alone, nowhere near what string matching gets.
+                assert!(sent.len > text.len() / 4 && sent.len < text.len() * 3 / 4, "{side}: huffman only: {sent:?}");
             } else {
                 assert!(sent.len < text.len() / 4, "{side} at level {level}: {sent:?}");
             }
@@ -1617,10 +1621,10 @@ async fn every_gorilla_compression_level_round_trips() {
         sizes.push((level, data_frames(&up)[0].len));
         conn.close(CloseFrame::new(CloseCode::NORMAL, "")).await.unwrap();
     }
-    // The default is level 6; Huffman only compresses as the fastest level.
+    // The default is level 6; Huffman only does no string matching.
     let size = |level: i32| sizes.iter().find(|s| s.0 == level).unwrap().1;
     assert_eq!(size(-1), size(6), "{sizes:?}");
-    assert_eq!(size(-2), size(1), "{sizes:?}");
+    assert!(size(-2) > 10 * size(1), "{sizes:?}");
     assert_eq!(silverback::CompressionLevel::DEFAULT.get(), -1);
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - `Deflater` to `Inflater`: any sequence of text and binary messages
 //!   (binary up to 4 KiB), in any mode (context takeover or not, window of
-//!   9 to 15 bits, level 0 to 9), compressed whole or streamed in pieces,
+//!   9 to 15 bits, level −2 (Huffman only) to 9), compressed whole or streamed in pieces,
 //!   inflated from input pieces of any size with any output bound, gives the
 //!   messages back; no call returns more than its bound.
 //! - `Decoder` with an `Inflater`: the same messages, compressed (RSV1 on
@@ -32,11 +32,11 @@ use silverback::proto::{Decoder, Event, MessageType, OpCode, Role};
 struct Mode {
     no_context_takeover: bool,
     window_bits: u8,
-    level: u32,
+    level: i32,
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
-    (any::<bool>(), 9u8..=15, 0u32..=9).prop_map(|(no_context_takeover, window_bits, level)| Mode {
+    (any::<bool>(), 9u8..=15, -2i32..=9).prop_map(|(no_context_takeover, window_bits, level)| Mode {
         no_context_takeover,
         window_bits,
         level,

@@ -381,11 +381,6 @@ pub(crate) fn fail_writes(core: &mut Connection, error: Error) -> Error {
     error
 }
 
-/// The zlib level of a valid compression level (gorilla's −2..=9).
-pub(crate) fn check_level(level: crate::CompressionLevel) -> Result<u32> {
-    Ok(level.check()?.zlib_level())
-}
-
 /// Where a streamed read finds its next piece ([`MessageReader`]).
 pub(crate) trait ChunkSource {
     fn next_chunk(&mut self) -> Result<Option<Bytes>>;
@@ -555,7 +550,7 @@ impl<S: Transport> Conn<S> {
     /// −1 (default) or 0–9; others are refused (see
     /// [`crate::CompressionLevel`]).
     pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) -> Result<()> {
-        let level = check_level(level.into())?;
+        let level = level.into().check()?;
         self.link.core.set_compression_level(level);
         Ok(())
     }

@@ -18,8 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::conn::{
-    check_level, fail_writes, write_some, ChunkSource, Conn, FragmentSink, Link, MessageReader, MessageWriter, Reading,
-    Split, Transport,
+    fail_writes, write_some, ChunkSource, Conn, FragmentSink, Link, MessageReader, MessageWriter, Reading, Split,
+    Transport,
 };
 use crate::error::{Error, Result};
 use crate::handlers::{CloseHandler, PingPongHandler};
@@ -420,7 +420,7 @@ impl<S: Split> WriteHalf<S> {
     /// −1 (default) or 0–9; others are refused (see
     /// [`crate::CompressionLevel`]).
     pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) -> Result<()> {
-        let level = check_level(level.into())?;
+        let level = level.into().check()?;
         lock(&self.shared.core).set_compression_level(level);
         Ok(())
     }

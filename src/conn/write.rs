@@ -130,12 +130,8 @@ impl<S: Stream> Drop for ControlWait<'_, S> {
 
 impl<S: Stream> WriteHalf<S> {
     pub(crate) fn new(shared: Arc<Shared<S>>, config: &Config) -> Self {
-        let sender = Sender::new(
-            shared.role,
-            config.deflate,
-            config.compression_level.zlib_level(),
-            config.compression_threshold,
-        );
+        let sender =
+            Sender::new(shared.role, config.deflate, config.compression_level.clamped(), config.compression_threshold);
         WriteHalf {
             shared,
             deadline: None,
@@ -203,7 +199,7 @@ impl<S: Stream> WriteHalf<S> {
     /// [`Error::InvalidRequest`] and changes nothing.
     pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) -> Result<()> {
         let level = level.into().check()?;
-        self.sender.set_level(level.zlib_level());
+        self.sender.set_level(level);
         Ok(())
     }
 

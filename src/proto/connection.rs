@@ -130,12 +130,7 @@ impl Connection {
             input: BytesMut::new(),
             read_buffer_size: config.read_buffer_size.max(64),
             outbox: Outbox::default(),
-            sender: Sender::new(
-                role,
-                config.deflate,
-                config.compression_level.zlib_level(),
-                config.compression_threshold,
-            ),
+            sender: Sender::new(role, config.deflate, config.compression_level.clamped(), config.compression_threshold),
             streaming: None,
             write_buffer_size: config.write_buffer_size.max(1),
             error: None,
@@ -174,9 +169,10 @@ impl Connection {
         self.sender.set_compression(enable);
     }
 
-    /// Sets the compression level (0–9) of later messages.
-    pub fn set_compression_level(&mut self, level: u32) {
-        self.sender.set_level(level);
+    /// Sets the compression level of later messages (the nearest valid one;
+    /// see [`crate::CompressionLevel`]).
+    pub fn set_compression_level(&mut self, level: impl Into<crate::CompressionLevel>) {
+        self.sender.set_level(level.into().clamped());
     }
 
     /// Sets the largest message accepted; `None` removes the limit.

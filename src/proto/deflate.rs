@@ -14,6 +14,9 @@
 use bytes::{BufMut, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use super::huffman::HuffmanEncoder;
+use crate::CompressionLevel;
+
 /// The trailer of a sync flush, removed from each message on the wire.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
@@ -71,7 +74,10 @@ pub struct InflateError(pub String);
 /// Compresses outgoing messages.
 pub struct Deflater {
     state: Option<Compress>,
-    level: u32,
+    /// Codes the messages at level −2 (Huffman only), which zlib's level
+    /// settings cannot express; it keeps no history.
+    huffman: HuffmanEncoder,
+    level: CompressionLevel,
     window_bits: u8,
     no_context_takeover: bool,
 }
@@ -88,10 +94,18 @@ impl std::fmt::Debug for Deflater {
 }
 
 impl Deflater {
-    /// A compressor for messages sent with at most `window_bits` (8–15) of
-    /// window, keeping its context between messages unless `no_context_takeover`.
-    pub fn new(level: u32, window_bits: u8, no_context_takeover: bool) -> Self {
-        Deflater { state: None, level: level.min(9), window_bits, no_context_takeover }
+    /// A compressor at `level` (the nearest valid one; see
+    /// [`CompressionLevel`]) for messages sent with at most `window_bits`
+    /// (8–15) of window, keeping its context between messages unless
+    /// `no_context_takeover`.
+    pub fn new(level: impl Into<CompressionLevel>, window_bits: u8, no_context_takeover: bool) -> Self {
+        Deflater {
+            state: None,
+            huffman: HuffmanEncoder::default(),
+            level: level.into().clamped(),
+            window_bits,
+            no_context_takeover,
+        }
     }
 
     /// Whether messages can be compressed at all (not with an 8-bit window).
@@ -99,20 +113,22 @@ impl Deflater {
         self.window_bits >= 9
     }
 
-    /// Sets the compression level (0–9) for later messages.
-    pub fn set_level(&mut self, level: u32) {
-        let level = level.min(9);
+    /// Sets the compression level (the nearest valid one) for later messages.
+    pub fn set_level(&mut self, level: impl Into<CompressionLevel>) {
+        let level = level.into().clamped();
         if level != self.level {
             self.level = level;
             // A new compressor at the new level from the next message on. Its
             // context starts empty, which is always safe: later messages then
             // refer only to what follows (the peer's window still holds more).
+            // This matters after Huffman-only messages too, which the zlib
+            // context never saw.
             self.state = None;
         }
     }
 
     /// The compression level.
-    pub fn level(&self) -> u32 {
+    pub fn level(&self) -> CompressionLevel {
         self.level
     }
 
@@ -127,7 +143,7 @@ impl Deflater {
     }
 
     fn state(&mut self) -> &mut Compress {
-        let (level, bits) = (self.level, self.window_bits.clamp(9, 15));
+        let (level, bits) = (self.level.zlib_level(), self.window_bits.clamp(9, 15));
         let pooled = self.no_context_takeover;
         self.state.get_or_insert_with(|| {
             pooled
@@ -140,8 +156,29 @@ impl Deflater {
     /// Compresses `input` as part of the current message, appending to `out`.
     /// With `end`, finishes the message: sync flush, trailer removed, and the
     /// context dropped when it is not taken over.
-    pub fn compress(&mut self, mut input: &[u8], out: &mut BytesMut, end: bool) {
+    pub fn compress(&mut self, input: &[u8], out: &mut BytesMut, end: bool) {
         let begin = out.len();
+        if self.level == CompressionLevel::HUFFMAN_ONLY {
+            self.huffman.compress(input, out, end);
+        } else {
+            self.zlib_compress(input, out, end);
+        }
+        if end {
+            if out.ends_with(&TAIL) {
+                out.truncate(out.len() - TAIL.len());
+            }
+            // zlib makes nothing for a second sync flush with no input in
+            // between (an empty message after another message). An empty
+            // payload is not a valid message: send the empty stored block's
+            // first byte, which the receiver's appended trailer completes
+            // (RFC 7692 §7.2.3.6).
+            if out.len() == begin {
+                out.put_u8(0x00);
+            }
+        }
+    }
+
+    fn zlib_compress(&mut self, mut input: &[u8], out: &mut BytesMut, end: bool) {
         let flush = if end { FlushCompress::Sync } else { FlushCompress::None };
         let state = self.state();
         with_scratch(|scratch| loop {
@@ -157,26 +194,13 @@ impl Deflater {
                 break;
             }
         });
-        if end {
-            if out.ends_with(&TAIL) {
-                out.truncate(out.len() - TAIL.len());
-            }
-            // zlib makes nothing for a second sync flush with no input in
-            // between (an empty message after another message). An empty
-            // payload is not a valid message: send the empty stored block's
-            // first byte, which the receiver's appended trailer completes
-            // (RFC 7692 §7.2.3.6).
-            if out.len() == begin {
-                out.put_u8(0x00);
-            }
-            if self.no_context_takeover {
-                // Back to the thread's pool, reset, for the next message of any
-                // connection with the same settings.
-                if let Some(mut state) = self.state.take() {
-                    state.reset();
-                    let bits = self.window_bits.clamp(9, 15);
-                    put_pooled(&COMPRESSORS, (self.level, bits, state));
-                }
+        if end && self.no_context_takeover {
+            // Back to the thread's pool, reset, for the next message of any
+            // connection with the same settings.
+            if let Some(mut state) = self.state.take() {
+                state.reset();
+                let bits = self.window_bits.clamp(9, 15);
+                put_pooled(&COMPRESSORS, (self.level.zlib_level(), bits, state));
             }
         }
     }
@@ -187,6 +211,7 @@ impl Deflater {
         if let Some(state) = &mut self.state {
             state.reset();
         }
+        self.huffman.reset();
     }
 
     /// Compresses one whole message.
@@ -445,5 +470,39 @@ mod tests {
     fn window_of_8_bits_is_not_compressed() {
         assert!(!Deflater::new(1, 8, false).can_compress());
         assert!(Deflater::new(1, 9, false).can_compress());
+    }
+
+    #[test]
+    fn huffman_only_messages_mix_with_other_levels_under_context_takeover() {
+        // The peer keeps one window across every message. Messages at level
+        // −2 never refer back; a zlib level after them starts a fresh context
+        // (the zlib state did not see them), so every message still inflates.
+        let text = b"The quick brown fox jumps over the lazy dog. ".repeat(200);
+        for no_takeover in [false, true] {
+            let mut deflater = Deflater::new(6, 15, no_takeover);
+            let mut inflater = Inflater::new(no_takeover);
+            let mut sizes = Vec::new();
+            for level in [6, -2, -2, 6, 1, -2, 9, 6] {
+                deflater.set_level(level);
+                assert_eq!(deflater.level().get(), level);
+                for msg in [&text[..], b"", &text[..100]] {
+                    let mut wire = BytesMut::new();
+                    deflater.compress_message(msg, &mut wire);
+                    assert_eq!(inflate_all(&mut inflater, &wire), msg, "level {level}, takeover {}", !no_takeover);
+                    if msg.len() == text.len() {
+                        sizes.push((level, wire.len()));
+                    }
+                }
+            }
+            // Literals only: far larger than any string-matching level, yet
+            // well under the input (the text uses few distinct bytes).
+            for &(level, size) in &sizes {
+                if level == -2 {
+                    assert!(size > text.len() / 3 && size < text.len() * 3 / 4, "{sizes:?}");
+                } else {
+                    assert!(size < text.len() / 20, "{sizes:?}");
+                }
+            }
+        }
     }
 }

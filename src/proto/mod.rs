@@ -26,6 +26,7 @@ pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod head;
+mod huffman;
 pub(crate) mod keepalive;
 pub mod mask;
 mod opcode;

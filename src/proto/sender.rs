@@ -10,6 +10,7 @@ use super::deflate::Deflater;
 use super::extensions::DeflateParams;
 use super::frame::RSV1;
 use super::{MessageType, OpCode, Role};
+use crate::CompressionLevel;
 
 /// Whether a control frame may be sent: RFC 6455 §5.5, a control frame
 /// carries at most 125 bytes.
@@ -32,7 +33,7 @@ pub(crate) struct Sender {
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
 impl Sender {
     /// The sending side of `role` under the agreed `deflate` parameters.
-    pub(crate) fn new(role: Role, deflate: Option<DeflateParams>, level: u32, threshold: usize) -> Self {
+    pub(crate) fn new(role: Role, deflate: Option<DeflateParams>, level: CompressionLevel, threshold: usize) -> Self {
         let deflater = deflate.map(|params| {
             // Our side of the agreement: the window we may use, and whether
             // the peer lets us keep our context between messages.
@@ -54,7 +55,7 @@ impl Sender {
         self.compress = enable;
     }
 
-    pub(crate) fn set_level(&mut self, level: u32) {
+    pub(crate) fn set_level(&mut self, level: CompressionLevel) {
         if let Some(deflater) = &mut self.deflater {
             deflater.set_level(level);
         }
@@ -99,7 +100,7 @@ impl Sender {
 
     /// The compression variant (window bits, level) a prepared message of
     /// `len` bytes is to be sent with, if compressed.
-    pub(crate) fn prepared_variant(&mut self, len: usize) -> Option<(u8, u32)> {
+    pub(crate) fn prepared_variant(&mut self, len: usize) -> Option<(u8, CompressionLevel)> {
         self.deflater_for(len).map(|d| (d.window_bits(), d.level()))
     }
 
@@ -206,9 +207,9 @@ mod tests {
 
     #[test]
     fn messages_below_the_threshold_or_without_agreement_go_as_they_are() {
-        let mut plain = Sender::new(Role::Server, None, 1, 0);
+        let mut plain = Sender::new(Role::Server, None, CompressionLevel::new(1), 0);
         assert_eq!(plain.message(b"hello"), (0, &b"hello"[..]));
-        let mut sender = Sender::new(Role::Server, Some(params()), 1, 10);
+        let mut sender = Sender::new(Role::Server, Some(params()), CompressionLevel::new(1), 10);
         assert!(!sender.compresses(9) && sender.compresses(10));
         assert_eq!(sender.message(b"short"), (0, &b"short"[..]));
         sender.set_compression(false);
@@ -217,7 +218,7 @@ mod tests {
 
     #[test]
     fn compressed_messages_carry_rsv1_and_inflate_back() {
-        let mut sender = Sender::new(Role::Client, Some(params()), 1, 0);
+        let mut sender = Sender::new(Role::Client, Some(params()), CompressionLevel::new(1), 0);
         let mut inflater = Inflater::new(false);
         for text in ["hello hello hello", "hello again, hello"] {
             let (rsv, payload) = sender.message(text.as_bytes());
@@ -231,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_streamed_message_marks_only_its_first_frame() {
-        let mut sender = Sender::new(Role::Server, Some(params()), 1, 1000);
+        let mut sender = Sender::new(Role::Server, Some(params()), CompressionLevel::new(1), 1000);
         let mut fragments = sender.begin(MessageType::Text);
         assert_eq!(fragments.next(), (OpCode::Text, RSV1), "streamed messages are compressed whatever their size");
         fragments.queued(false);
@@ -239,7 +240,7 @@ mod tests {
         assert!(!fragments.is_finished());
         fragments.queued(true);
         assert!(fragments.is_finished());
-        let mut plain = Sender::new(Role::Server, None, 1, 0);
+        let mut plain = Sender::new(Role::Server, None, CompressionLevel::new(1), 0);
         let mut buf = BytesMut::new();
         let plain_fragments = plain.begin(MessageType::Binary);
         assert_eq!(plain.stream(&plain_fragments, b"abcdef", &mut buf, 4), 4);
