@@ -401,19 +401,37 @@ mod tls {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
+    /// A certificate for `name` and its key.
+    fn certified(name: &str) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let certified = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+        (certified.cert.der().clone(), key)
+    }
+
     /// A tungstenite echo server over TLS with a self-signed certificate for
     /// `localhost`; reports each request, or the TLS error.
     fn tls_server() -> (SocketAddr, CertificateDer<'static>, mpsc::Receiver<Result<Seen, String>>) {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert = certified.cert.der().clone();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-        let config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key)
-            .unwrap();
-        let config = Arc::new(config);
+        tls_server_requiring(None)
+    }
+
+    /// As [`tls_server`], requiring the client certificate `client` when given.
+    fn tls_server_requiring(
+        client: Option<&CertificateDer<'static>>,
+    ) -> (SocketAddr, CertificateDer<'static>, mpsc::Receiver<Result<Seen, String>>) {
+        let (cert, key) = certified("localhost");
+        let builder = ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions().unwrap();
+        let builder = match client {
+            Some(client) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(client.clone()).unwrap();
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                    .build()
+                    .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = Arc::new(builder.with_single_cert(vec![cert.clone()], key).unwrap());
         let (listener, addr) = listen();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -491,6 +509,130 @@ mod tls {
         let _seen = tungstenite_server(listener);
         let (_, cert, _) = tls_server();
         tls_error(connect(&dialer().tls(trusting(&cert)), &format!("wss://localhost:{}/", addr.port())));
+    }
+
+    /// A blocking TLS connector with rustls' own stream, trusting `server`
+    /// and presenting `client`; records the hosts it is given.
+    fn client_cert_connector(
+        server: &CertificateDer<'static>,
+        client: (CertificateDer<'static>, PrivateKeyDer<'static>),
+        hosts: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> impl silverback::blocking::TlsConnect {
+        let mut roots = RootCertStore::empty();
+        roots.add(server.clone()).unwrap();
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![client.0], client.1)
+            .unwrap();
+        let config = Arc::new(config);
+        move |host: &str, mut stream: ClientStream| {
+            hosts.lock().unwrap().push(host.to_owned());
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            let mut tls = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+            while tls.is_handshaking() {
+                tls.complete_io(&mut stream)?;
+            }
+            Ok(Box::new(StreamOwned::new(tls, stream)) as Box<dyn silverback::blocking::ReadWrite>)
+        }
+    }
+
+    #[test]
+    fn a_custom_tls_connector_presents_a_client_certificate() {
+        let (client_cert, client_key) = certified("client");
+        let (addr, server_cert, seen) = tls_server_requiring(Some(&client_cert));
+        let url = format!("wss://localhost:{}/mtls", addr.port());
+
+        // The built-in TLS trusts the server but has no client certificate.
+        assert!(connect(&dialer().tls(trusting(&server_cert)), &url).is_err());
+        assert!(recv(&seen).is_err(), "the server accepted a client without a certificate");
+
+        let hosts = Arc::default();
+        let d = dialer().blocking_tls_connector(client_cert_connector(
+            &server_cert,
+            (client_cert, client_key),
+            Arc::clone(&hosts),
+        ));
+        let (mut conn, response) = connect(&d, &url).unwrap();
+        assert_eq!(response.status(), 101);
+        assert_eq!(*hosts.lock().unwrap(), vec!["localhost".to_owned()]);
+        let seen = recv(&seen).unwrap();
+        assert_eq!(seen.request.uri(), "/mtls");
+        let stream: &ClientStream = conn.get_ref();
+        assert!(stream.is_tls());
+        assert!(stream.tls_connection().is_none(), "not the built-in TLS");
+        assert_eq!(stream.peer_addr().unwrap(), addr);
+        assert_eq!(stream.local_addr().unwrap(), seen.peer);
+        // The handshake's timeouts are cleared before the connection is handed over.
+        assert_eq!(stream.tcp_stream().read_timeout().unwrap(), None);
+        assert_echo(&mut conn);
+        conn.close(CloseFrame::new(CloseCode::NORMAL, "bye")).unwrap();
+    }
+
+    #[test]
+    fn a_custom_tls_connector_through_tinyproxy() {
+        let proxy = start_tinyproxy(None);
+        let (client_cert, client_key) = certified("client");
+        let (addr, server_cert, seen) = tls_server_requiring(Some(&client_cert));
+        let hosts = Arc::default();
+        let d = via(&format!("http://127.0.0.1:{}", proxy.port)).blocking_tls_connector(client_cert_connector(
+            &server_cert,
+            (client_cert, client_key),
+            Arc::clone(&hosts),
+        ));
+        let url = format!("wss://localhost:{}/tunnelled", addr.port());
+        let (mut conn, _) = connect(&d, &url).unwrap_or_else(|e| panic!("{e}\n{}", proxy.log()));
+        assert_eq!(*hosts.lock().unwrap(), vec!["localhost".to_owned()]);
+        assert_eq!(conn.get_ref().peer_addr().unwrap(), proxy.addr());
+        assert_eq!(recv(&seen).unwrap().request.uri(), "/tunnelled");
+        assert_echo(&mut conn);
+        assert!(proxy.log().contains(&format!("localhost:{}", addr.port())), "{}", proxy.log());
+    }
+
+    #[test]
+    fn a_failing_tls_connector_is_a_tls_error_with_its_source() {
+        let (addr, _, _seen) = tls_server();
+        let d = dialer().blocking_tls_connector(
+            |_: &str, _: ClientStream| -> std::io::Result<Box<dyn silverback::blocking::ReadWrite>> {
+                Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "pin mismatch"))
+            },
+        );
+        let err = connect(&d, &format!("wss://localhost:{}/", addr.port())).unwrap_err();
+        let Error::Tls(cause) = &err else { panic!("expected Error::Tls, got {err:?}") };
+        let source = std::error::Error::source(cause).and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(source.map(|e| e.to_string()).as_deref(), Some("pin mismatch"), "{err:?}");
+    }
+
+    /// The async API's hooks cannot run in the blocking dial: it refuses
+    /// them rather than dial without them.
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn async_hooks_are_refused_not_ignored() {
+        let (addr, cert, _seen) = tls_server();
+        let url = format!("wss://localhost:{}/", addr.port());
+        let async_tls =
+            dialer().tls(trusting(&cert)).tls_connector(|_: String, _: silverback::dial::BoxedStream| async {
+                Err::<silverback::dial::BoxedStream, _>(std::io::Error::other("unused"))
+            });
+        let refused = connect(&async_tls, &url);
+        assert!(
+            matches!(&refused, Err(Error::InvalidRequest(m)) if m.contains("blocking_tls_connector")),
+            "{refused:?}"
+        );
+        // Without TLS the async TLS step is not needed.
+        let (listener, plain) = listen();
+        let _server = tungstenite_server(listener);
+        let (mut conn, _) = connect(&async_tls, &format!("ws://{plain}/")).unwrap();
+        assert_echo(&mut conn);
+
+        let async_connect = dialer().connect_fn(|host: String, port: u16| async move {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            Ok(Box::new(stream) as silverback::dial::BoxedStream)
+        });
+        let refused = connect(&async_connect, &format!("ws://{plain}/"));
+        assert!(matches!(&refused, Err(Error::InvalidRequest(m)) if m.contains("connect_fn")), "{refused:?}");
     }
 
     #[test]

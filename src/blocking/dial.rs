@@ -25,6 +25,70 @@ use crate::proto::Role;
 #[cfg(feature = "rustls")]
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, ClientStream>;
 
+/// A stream a [`TlsConnect`] returns: any `Read + Write + Send`.
+pub trait ReadWrite: Read + Write + Send {}
+
+impl<T: Read + Write + Send> ReadWrite for T {}
+
+/// The caller's own TLS step for the blocking dial (gorilla's
+/// `NetDialTLSContext`; the async API's is [`crate::dial::TlsConnect`]),
+/// set with [`Dialer::blocking_tls_connector`]: wraps the stream the dial
+/// opened — to the server, or a tunnel through a proxy — in TLS made by the
+/// caller (another TLS library, client certificates, certificate pinning).
+///
+/// Closures `Fn(&str, ClientStream) -> io::Result<Box<dyn ReadWrite>>`
+/// implement it. `host` is the URL's host (the proxy's host for the TLS to
+/// an `https://` proxy), for the server name and the certificate check. The
+/// socket's read and write timeouts are set from the handshake timeout while
+/// it runs. An error fails the dial with [`Error::Tls`], the error as the
+/// cause's source.
+pub trait TlsConnect: Send + Sync + 'static {
+    /// Runs the TLS handshake over `stream` and returns the encrypted stream.
+    fn connect(&self, host: &str, stream: ClientStream) -> io::Result<Box<dyn ReadWrite>>;
+}
+
+impl<F> TlsConnect for F
+where
+    F: Fn(&str, ClientStream) -> io::Result<Box<dyn ReadWrite>> + Send + Sync + 'static,
+{
+    fn connect(&self, host: &str, stream: ClientStream) -> io::Result<Box<dyn ReadWrite>> {
+        self(host, stream)
+    }
+}
+
+impl Dialer {
+    /// Makes TLS with `connector` instead of the built-in rustls in the
+    /// blocking dial ([`connect`], [`connect_with`]), for `wss://` and for
+    /// `https://` proxies; the dialer's [`crate::TlsRoots`] are then unused.
+    /// Proxies still apply: the connector gets the tunnel. The async
+    /// [`Dialer::connect`] uses [`Dialer::tls_connector`] instead.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "rustls")]
+    /// # fn run(config: std::sync::Arc<rustls::ClientConfig>) -> Result<(), silverback::Error> {
+    /// use silverback::blocking::{ClientStream, ReadWrite};
+    /// use silverback::Dialer;
+    ///
+    /// // `config` has a client certificate, say.
+    /// let dialer = Dialer::new().blocking_tls_connector(move |host: &str, stream: ClientStream| {
+    ///     let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+    ///         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    ///     let mut tls = rustls::ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+    ///     let mut stream = stream;
+    ///     while tls.is_handshaking() {
+    ///         tls.complete_io(&mut stream)?;
+    ///     }
+    ///     Ok(Box::new(rustls::StreamOwned::new(tls, stream)) as Box<dyn ReadWrite>)
+    /// });
+    /// let (conn, _) = silverback::blocking::connect(&dialer, "wss://example.com/")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn blocking_tls_connector(mut self, connector: impl TlsConnect) -> Self {
+        self.blocking_tls = Some(std::sync::Arc::new(connector));
+        self
+    }
+}
+
 /// Dials `url` (`ws://` or `wss://`) with `dialer` and runs the opening
 /// handshake; returns the connection and the server's `101` response.
 ///
@@ -84,36 +148,61 @@ pub fn connect_on<S: Transport>(dialer: &Dialer, stream: S, url: &str) -> Result
 /// Opens the transport to `target`: TCP to it or to its proxy, the tunnel,
 /// and TLS for `wss://`.
 fn open(dialer: &Dialer, target: &Target, deadline: Deadline) -> Result<ClientStream> {
-    if target.tls && cfg!(not(feature = "rustls")) {
-        return Err(Error::InvalidUrl("wss:// needs the `rustls` feature".into()));
+    // The async hooks cannot run here; ignoring them would dial otherwise
+    // than the caller asked (without its certificate pinning, say).
+    #[cfg(feature = "tokio")]
+    if dialer.connect.is_some() {
+        return Err(Error::InvalidRequest(
+            "Dialer::connect_fn is async: the blocking dial cannot use it (see blocking::connect_on)".into(),
+        ));
     }
     let stream = match dialer.proxy.resolve(target)? {
         Some(server) => {
             server.check(target)?;
-            let tcp = connect_tcp(&server.host, server.port, deadline)?;
+            let tcp = ClientStream::tcp(connect_tcp(&server.host, server.port, deadline)?);
             let mut stream = match server.kind {
                 // TLS to the proxy, checked for the proxy's name; the tunnel
                 // runs inside it.
-                #[cfg(feature = "rustls")]
-                ProxyKind::HttpsConnect => {
-                    ClientStream::tls(tls_connect(dialer, &server.host, ClientStream::tcp(tcp), deadline)?)
-                }
-                #[cfg(not(feature = "rustls"))]
-                ProxyKind::HttpsConnect => {
-                    return Err(Error::InvalidUrl("https:// proxies need the `rustls` feature".into()))
-                }
-                _ => ClientStream::tcp(tcp),
+                ProxyKind::HttpsConnect => secure(dialer, &server.host, tcp, deadline)?,
+                _ => tcp,
             };
             tunnel(&mut Timed::new(&mut stream, deadline), &server, target)?;
             stream
         }
         None => ClientStream::tcp(connect_tcp(&target.host, target.port, deadline)?),
     };
-    #[cfg(feature = "rustls")]
     if target.tls {
-        return tls_connect(dialer, &target.host, stream, deadline).map(ClientStream::tls);
+        return secure(dialer, &target.host, stream, deadline);
     }
     Ok(stream)
+}
+
+/// TLS for `host` over `stream`: the caller's [`TlsConnect`], or rustls.
+fn secure(dialer: &Dialer, host: &str, stream: ClientStream, deadline: Deadline) -> Result<ClientStream> {
+    if let Some(connector) = &dialer.blocking_tls {
+        let tcp = stream.tcp_stream().try_clone()?;
+        let left = deadline.left()?;
+        tcp.set_read_timeout(left)?;
+        tcp.set_write_timeout(left)?;
+        let secured =
+            connector.connect(host, stream).map_err(|e| Error::Tls(crate::error::Cause::with_source("", e)))?;
+        return Ok(ClientStream { inner: Inner::Custom { stream: secured, tcp } });
+    }
+    #[cfg(feature = "tokio")]
+    if dialer.tls_connector.is_some() {
+        return Err(Error::InvalidRequest(
+            "Dialer::tls_connector is async: the blocking dial uses Dialer::blocking_tls_connector".into(),
+        ));
+    }
+    #[cfg(feature = "rustls")]
+    return tls_connect(dialer, host, stream, deadline).map(ClientStream::tls);
+    #[cfg(not(feature = "rustls"))]
+    {
+        let _ = (host, stream, deadline);
+        Err(Error::InvalidUrl(
+            "wss:// and https:// proxies need the `rustls` feature or Dialer::blocking_tls_connector".into(),
+        ))
+    }
 }
 
 /// Connects to each address `host` resolves to in turn, until one answers.
@@ -297,6 +386,12 @@ enum Inner {
     Tcp(TcpStream),
     #[cfg(feature = "rustls")]
     Tls(Box<TlsStream>),
+    /// A [`TlsConnect`]'s stream, and its socket (for addresses, timeouts
+    /// and shutdown).
+    Custom {
+        stream: Box<dyn ReadWrite>,
+        tcp: TcpStream,
+    },
 }
 
 impl fmt::Debug for ClientStream {
@@ -324,22 +419,24 @@ impl ClientStream {
             Inner::Tcp(s) => s,
             #[cfg(feature = "rustls")]
             Inner::Tls(s) => s.get_ref().tcp_stream(),
+            Inner::Custom { tcp, .. } => tcp,
         }
     }
 
-    /// The TLS session, when the connection is encrypted (its protocol
-    /// version, the server's certificates, …): the one with the server for
-    /// `wss://`, the one with the proxy for `ws://` through an `https://`
-    /// proxy.
+    /// The TLS session, when the connection is encrypted by the built-in
+    /// rustls (its protocol version, the server's certificates, …): the one
+    /// with the server for `wss://`, the one with the proxy for `ws://`
+    /// through an `https://` proxy. `None` under a [`TlsConnect`]'s TLS.
     #[cfg(feature = "rustls")]
     pub fn tls_connection(&self) -> Option<&rustls::ClientConnection> {
         match &self.inner {
-            Inner::Tcp(_) => None,
             Inner::Tls(s) => Some(&s.conn),
+            _ => None,
         }
     }
 
-    /// True when the connection is encrypted with TLS.
+    /// True when the connection is encrypted with TLS (the built-in one or
+    /// a [`TlsConnect`]'s).
     pub fn is_tls(&self) -> bool {
         !matches!(self.inner, Inner::Tcp(_))
     }
@@ -361,6 +458,7 @@ impl Read for ClientStream {
             Inner::Tcp(s) => s.read(buf),
             #[cfg(feature = "rustls")]
             Inner::Tls(s) => s.read(buf),
+            Inner::Custom { stream, .. } => stream.read(buf),
         }
     }
 }
@@ -371,6 +469,7 @@ impl Write for ClientStream {
             Inner::Tcp(s) => s.write(buf),
             #[cfg(feature = "rustls")]
             Inner::Tls(s) => s.write(buf),
+            Inner::Custom { stream, .. } => stream.write(buf),
         }
     }
 
@@ -379,6 +478,7 @@ impl Write for ClientStream {
             Inner::Tcp(s) => s.write_vectored(bufs),
             #[cfg(feature = "rustls")]
             Inner::Tls(s) => s.write_vectored(bufs),
+            Inner::Custom { stream, .. } => stream.write_vectored(bufs),
         }
     }
 
@@ -387,6 +487,7 @@ impl Write for ClientStream {
             Inner::Tcp(s) => s.flush(),
             #[cfg(feature = "rustls")]
             Inner::Tls(s) => s.flush(),
+            Inner::Custom { stream, .. } => stream.flush(),
         }
     }
 }
@@ -405,6 +506,10 @@ impl Transport for ClientStream {
             Inner::Tcp(s) => Transport::shutdown(s, how),
             #[cfg(feature = "rustls")]
             Inner::Tls(s) => Transport::shutdown(&mut **s, how),
+            Inner::Custom { stream, tcp } => {
+                let _ = stream.flush();
+                tcp.shutdown(how)
+            }
         }
     }
 }

@@ -22,6 +22,6 @@ mod upgrade;
 
 pub use crate::upgrade::Upgrader;
 pub use conn::{Conn, MessageReader, MessageWriter, Split, Transport};
-pub use dial::{connect, connect_on, connect_with, ClientStream};
+pub use dial::{connect, connect_on, connect_with, ClientStream, ReadWrite, TlsConnect};
 pub use split::{Handle, ReadHalf, WriteHalf};
 pub use upgrade::{accept, accept_with};

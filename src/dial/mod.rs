@@ -97,9 +97,11 @@ pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 64;
 pub struct Dialer {
     pub(crate) config: Config,
     #[cfg(feature = "tokio")]
-    connect: Option<ConnectFn>,
+    pub(crate) connect: Option<ConnectFn>,
     #[cfg(feature = "tokio")]
-    tls_connector: Option<tls_connect::TlsConnector>,
+    pub(crate) tls_connector: Option<tls_connect::TlsConnector>,
+    #[cfg(feature = "blocking")]
+    pub(crate) blocking_tls: Option<Arc<dyn crate::blocking::TlsConnect>>,
     pub(crate) proxy: Proxy,
     #[cfg(feature = "rustls")]
     pub(crate) tls: TlsRoots,
@@ -123,6 +125,8 @@ impl Default for Dialer {
             connect: None,
             #[cfg(feature = "tokio")]
             tls_connector: None,
+            #[cfg(feature = "blocking")]
+            blocking_tls: None,
             proxy: Proxy::None,
             #[cfg(feature = "rustls")]
             tls: TlsRoots::default(),
@@ -145,6 +149,8 @@ impl fmt::Debug for Dialer {
         f.field("config", &self.config);
         #[cfg(feature = "tokio")]
         f.field("custom_connect", &self.connect.is_some()).field("custom_tls", &self.tls_connector.is_some());
+        #[cfg(feature = "blocking")]
+        f.field("custom_blocking_tls", &self.blocking_tls.is_some());
         f.field("proxy", &self.proxy)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("subprotocols", &self.subprotocols)
