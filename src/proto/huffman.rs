@@ -4,9 +4,6 @@
 //! byte refers back to earlier data, so the encoder keeps no history: it
 //! suits a sender with or without context takeover and holds no window.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use bytes::{BufMut, BytesMut};
 
 /// The most input coded with one block's code: small enough for the code to
@@ -71,33 +68,39 @@ impl HuffmanEncoder {
             freq[usize::from(byte)] += 1;
         }
         freq[END_OF_BLOCK] = 1;
-        let lengths = code_lengths(&freq, MAX_BITS);
-        let codes = canonical_codes(&lengths);
+        let mut lengths = [0u8; LITERALS];
+        code_lengths(&freq, MAX_BITS, &mut lengths);
 
         // Both codes' lengths, as one run-length coded sequence.
-        let mut all = lengths.clone();
-        all.extend_from_slice(&DISTANCES);
-        let runs = run_lengths(&all);
+        let mut all = [0u8; LITERALS + DISTANCES.len()];
+        all[..LITERALS].copy_from_slice(&lengths);
+        all[LITERALS..].copy_from_slice(&DISTANCES);
+        let mut runs = [Run { symbol: 0, extra: 0, extra_bits: 0 }; LITERALS + DISTANCES.len()];
+        let count = run_lengths(&all, &mut runs);
+        let runs = &runs[..count];
         let mut cl_freq = [0u32; 19];
-        for run in &runs {
+        for run in runs {
             cl_freq[usize::from(run.symbol)] += 1;
         }
-        let cl_lengths = code_lengths(&cl_freq, MAX_CL_BITS);
-        let cl_codes = canonical_codes(&cl_lengths);
+        let mut cl_lengths = [0u8; 19];
+        code_lengths(&cl_freq, MAX_CL_BITS, &mut cl_lengths);
         let hclen = CL_ORDER.iter().rposition(|&s| cl_lengths[s] != 0).map_or(4, |last| (last + 1).max(4));
 
+        // The block's size in bits three ways: dynamic codes, the fixed
+        // codes (RFC 1951 §3.2.6: literals 0–143 in 8 bits, 144–255 in 9,
+        // the end of block in 7), stored (3 header bits, the padding to a
+        // byte, LEN and NLEN, the bytes). The smallest is sent.
         let header_bits = 3
             + 5
             + 5
             + 4
             + 3 * hclen as u64
             + runs.iter().map(|r| u64::from(cl_lengths[usize::from(r.symbol)]) + u64::from(r.extra_bits)).sum::<u64>();
-        let coded_bits =
-            header_bits + freq.iter().zip(&lengths).map(|(&f, &l)| u64::from(f) * u64::from(l)).sum::<u64>();
-        // A stored block: its 3 header bits, the padding to a byte, LEN and NLEN, the bytes.
+        let dynamic_bits = header_bits + bits_of(&freq, &lengths);
+        let fixed_bits = 3 + bits_of(&freq, &FIXED_LENGTHS);
         let pad = u64::from((8 - (self.count + 3) % 8) % 8);
         let stored_bits = 3 + pad + 32 + 8 * data.len() as u64;
-        if stored_bits <= coded_bits {
+        if stored_bits <= dynamic_bits.min(fixed_bits) {
             self.put(out, 0, 3);
             self.align(out);
             let len = data.len() as u16;
@@ -106,7 +109,17 @@ impl HuffmanEncoder {
             out.put_slice(data);
             return;
         }
+        if fixed_bits <= dynamic_bits {
+            // BFINAL 0, BTYPE 01 (fixed codes).
+            self.put(out, 0b010, 3);
+            self.literals(out, data, &FIXED_LENGTHS, &FIXED_CODES);
+            return;
+        }
 
+        let mut codes = [0u16; LITERALS];
+        canonical_codes(&lengths, &mut codes);
+        let mut cl_codes = [0u16; 19];
+        canonical_codes(&cl_lengths, &mut cl_codes);
         // BFINAL 0, BTYPE 10 (dynamic codes), HLIT, HDIST, HCLEN.
         self.put(out, 0b100, 3);
         self.put(out, (LITERALS - 257) as u32, 5);
@@ -115,13 +128,18 @@ impl HuffmanEncoder {
         for &symbol in &CL_ORDER[..hclen] {
             self.put(out, u32::from(cl_lengths[symbol]), 3);
         }
-        for run in &runs {
+        for run in runs {
             let symbol = usize::from(run.symbol);
             self.put(out, u32::from(cl_codes[symbol]), u32::from(cl_lengths[symbol]));
             if run.extra_bits > 0 {
                 self.put(out, u32::from(run.extra), u32::from(run.extra_bits));
             }
         }
+        self.literals(out, data, &lengths, &codes);
+    }
+
+    /// Every byte of `data` with its code, then the end of block.
+    fn literals(&mut self, out: &mut BytesMut, data: &[u8], lengths: &[u8; LITERALS], codes: &[u16; LITERALS]) {
         for &byte in data {
             let symbol = usize::from(byte);
             self.put(out, u32::from(codes[symbol]), u32::from(lengths[symbol]));
@@ -151,18 +169,55 @@ impl HuffmanEncoder {
     }
 }
 
-/// Huffman code lengths for symbols seen `freq` times, none longer than
-/// `limit`. At least two symbols get a code, so that the code is complete.
-fn code_lengths(freq: &[u32], limit: u8) -> Vec<u8> {
-    let mut weights: Vec<u64> = freq.iter().map(|&f| u64::from(f)).collect();
+/// The fixed literal/length code's lengths for the literals and the end of
+/// block (RFC 1951 §3.2.6).
+const FIXED_LENGTHS: [u8; LITERALS] = {
+    let mut lengths = [8u8; LITERALS];
+    let mut i = 144;
+    while i < 256 {
+        lengths[i] = 9;
+        i += 1;
+    }
+    lengths[END_OF_BLOCK] = 7;
+    lengths
+};
+
+/// The fixed code's codes, bit-reversed for sending.
+const FIXED_CODES: [u16; LITERALS] = {
+    // Canonical codes: 7-bit codes from 0 (the end of block is the first
+    // 7-bit symbol), 8-bit from 0b0011_0000, 9-bit from 0b1_1001_0000.
+    let mut codes = [0u16; LITERALS];
+    let mut i = 0;
+    while i < LITERALS {
+        let (code, bits) = match i {
+            0..=143 => (0b0011_0000 + i as u16, 8),
+            144..=255 => (0b1_1001_0000 + (i - 144) as u16, 9),
+            _ => (0, 7),
+        };
+        codes[i] = code.reverse_bits() >> (16 - bits);
+        i += 1;
+    }
+    codes
+};
+
+/// The coded size, in bits, of symbols seen `freq` times with `lengths`.
+fn bits_of(freq: &[u32; LITERALS], lengths: &[u8; LITERALS]) -> u64 {
+    freq.iter().zip(lengths).map(|(&f, &l)| u64::from(f) * u64::from(l)).sum()
+}
+
+/// Writes into `lengths` Huffman code lengths for symbols seen `freq`
+/// times, none longer than `limit`. At least two symbols get a code, so
+/// that the code is complete.
+fn code_lengths<const N: usize>(freq: &[u32; N], limit: u8, lengths: &mut [u8; N]) {
+    let mut weights = *freq;
     let used = weights.iter().filter(|&&w| w > 0).count();
     for w in weights.iter_mut().filter(|w| **w == 0).take(2usize.saturating_sub(used)) {
         *w = 1;
     }
     loop {
-        let lengths = huffman_lengths(&weights);
+        huffman_lengths(&weights, lengths);
         if lengths.iter().all(|&l| l <= limit) {
-            return lengths;
+            return;
         }
         // Too deep: flatten the weights and build again. Each round halves
         // the spread; equal weights give a code of depth ⌈log2 n⌉.
@@ -172,45 +227,65 @@ fn code_lengths(freq: &[u32], limit: u8) -> Vec<u8> {
     }
 }
 
-/// Unlimited Huffman code lengths for the non-zero `weights`.
-fn huffman_lengths(weights: &[u64]) -> Vec<u8> {
-    // Nodes: the leaves first, then each merge; `parent[i]` links upwards.
-    let mut parent: Vec<usize> = Vec::with_capacity(2 * weights.len());
-    let mut leaf_of: Vec<(usize, usize)> = Vec::new(); // (symbol, node)
-    let mut heap = BinaryHeap::new();
+/// Writes into `lengths` unlimited Huffman code lengths for the non-zero
+/// `weights` (at least two), with the two-queue method: the leaves sorted
+/// by weight in one queue, the merged nodes (made in order of weight) in
+/// the other.
+fn huffman_lengths<const N: usize>(weights: &[u32; N], lengths: &mut [u8; N]) {
+    // Weight and symbol in one sortable key (a block holds at most 64 KiB,
+    // so a weight fits in the high 32 bits).
+    let mut leaves = [0u64; N];
+    let mut n = 0;
     for (symbol, &w) in weights.iter().enumerate() {
         if w > 0 {
-            let node = parent.len();
-            parent.push(usize::MAX);
-            leaf_of.push((symbol, node));
-            heap.push(Reverse((w, node)));
+            leaves[n] = u64::from(w) << 32 | symbol as u64;
+            n += 1;
         }
     }
-    while heap.len() > 1 {
-        let (Some(Reverse((wa, a))), Some(Reverse((wb, b)))) = (heap.pop(), heap.pop()) else { break };
-        let node = parent.len();
-        parent.push(usize::MAX);
-        parent[a] = node;
-        parent[b] = node;
-        heap.push(Reverse((wa + wb, node)));
-    }
-    // Depths top-down: a parent is always made after its children.
-    let mut depth = vec![0u8; parent.len()];
-    for node in (0..parent.len()).rev() {
-        if parent[node] != usize::MAX {
-            depth[node] = depth[parent[node]].saturating_add(1);
+    let leaves = &mut leaves[..n];
+    leaves.sort_unstable();
+    // Node i < N is leaf i (in sorted order); node N + j is merge j.
+    let mut merged = [0u64; N];
+    let mut parent = [[0u16; N]; 2];
+    let weight = |node: usize, merged: &[u64; N]| if node < N { leaves_weight(leaves, node) } else { merged[node - N] };
+    let (mut next_leaf, mut next_merge, mut made) = (0, 0, 0);
+    while made < n - 1 {
+        let mut pick = [0usize; 2];
+        for slot in &mut pick {
+            let take_leaf =
+                next_leaf < n && (next_merge >= made || weight(next_leaf, &merged) <= weight(N + next_merge, &merged));
+            if take_leaf {
+                *slot = next_leaf;
+                next_leaf += 1;
+            } else {
+                *slot = N + next_merge;
+                next_merge += 1;
+            }
         }
+        merged[made] = weight(pick[0], &merged) + weight(pick[1], &merged);
+        for node in pick {
+            parent[node / N][node % N] = made as u16;
+        }
+        made += 1;
     }
-    let mut lengths = vec![0u8; weights.len()];
-    for (symbol, node) in leaf_of {
-        lengths[symbol] = depth[node];
+    // Depths top-down from the root, the last merge.
+    let mut depth = [0u8; N];
+    for j in (0..made.saturating_sub(1)).rev() {
+        depth[j] = depth[usize::from(parent[1][j])].saturating_add(1);
     }
-    lengths
+    lengths.fill(0);
+    for (i, leaf) in leaves.iter().enumerate() {
+        lengths[(leaf & 0xffff) as usize] = depth[usize::from(parent[0][i])].saturating_add(1);
+    }
 }
 
-/// The canonical codes (RFC 1951 §3.2.2) of `lengths`, bit-reversed for
-/// sending least significant bit first.
-fn canonical_codes(lengths: &[u8]) -> Vec<u16> {
+fn leaves_weight(leaves: &[u64], i: usize) -> u64 {
+    leaves[i] >> 32
+}
+
+/// Writes into `codes` the canonical codes (RFC 1951 §3.2.2) of `lengths`,
+/// bit-reversed for sending least significant bit first.
+fn canonical_codes(lengths: &[u8], codes: &mut [u16]) {
     let mut count = [0u16; 16];
     for &l in lengths {
         if l > 0 {
@@ -223,24 +298,26 @@ fn canonical_codes(lengths: &[u8]) -> Vec<u16> {
         code = (code + count[bits - 1]) << 1;
         next[bits] = code;
     }
-    lengths
-        .iter()
-        .map(|&l| {
-            if l == 0 {
-                return 0;
-            }
-            let code = next[usize::from(l)];
+    for (out, &l) in codes.iter_mut().zip(lengths) {
+        *out = 0;
+        if l > 0 {
+            *out = next[usize::from(l)].reverse_bits() >> (16 - l);
             next[usize::from(l)] += 1;
-            code.reverse_bits() >> (16 - l)
-        })
-        .collect()
+        }
+    }
 }
 
-/// The code length sequence, run-length coded with symbols 16 (repeat the
-/// previous length 3–6 times), 17 (3–10 zeros) and 18 (11–138 zeros).
-fn run_lengths(lengths: &[u8]) -> Vec<Run> {
+/// Writes into `runs` the code length sequence, run-length coded with
+/// symbols 16 (repeat the previous length 3–6 times), 17 (3–10 zeros) and
+/// 18 (11–138 zeros); returns how many runs it wrote (never more than
+/// there are lengths).
+fn run_lengths(lengths: &[u8], runs: &mut [Run]) -> usize {
     let plain = |symbol| Run { symbol, extra: 0, extra_bits: 0 };
-    let mut runs = Vec::new();
+    let mut made = 0;
+    let mut push = |run| {
+        runs[made] = run;
+        made += 1;
+    };
     let mut i = 0;
     while i < lengths.len() {
         let length = lengths[i];
@@ -249,25 +326,27 @@ fn run_lengths(lengths: &[u8]) -> Vec<Run> {
         if length == 0 {
             while n >= 11 {
                 let k = n.min(138);
-                runs.push(Run { symbol: 18, extra: (k - 11) as u8, extra_bits: 7 });
+                push(Run { symbol: 18, extra: (k - 11) as u8, extra_bits: 7 });
                 n -= k;
             }
             if n >= 3 {
-                runs.push(Run { symbol: 17, extra: (n - 3) as u8, extra_bits: 3 });
+                push(Run { symbol: 17, extra: (n - 3) as u8, extra_bits: 3 });
                 n = 0;
             }
         } else {
-            runs.push(plain(length));
+            push(plain(length));
             n -= 1;
             while n >= 3 {
                 let k = n.min(6);
-                runs.push(Run { symbol: 16, extra: (k - 3) as u8, extra_bits: 2 });
+                push(Run { symbol: 16, extra: (k - 3) as u8, extra_bits: 2 });
                 n -= k;
             }
         }
-        runs.extend(std::iter::repeat(plain(length)).take(n));
+        for _ in 0..n {
+            push(plain(length));
+        }
     }
-    runs
+    made
 }
 
 #[cfg(test)]
@@ -365,8 +444,14 @@ mod tests {
         for &byte in &data {
             freq[usize::from(byte)] += 1;
         }
-        assert!(huffman_lengths(&freq.map(u64::from)).iter().any(|&l| l > MAX_BITS), "the test needs a deep code");
-        assert!(code_lengths(&freq, MAX_BITS).iter().all(|&l| l <= MAX_BITS));
+        let mut lengths = [0u8; LITERALS];
+        huffman_lengths(&freq, &mut lengths);
+        assert!(lengths.iter().any(|&l| l > MAX_BITS), "the test needs a deep code");
+        code_lengths(&freq, MAX_BITS, &mut lengths);
+        assert!(lengths.iter().all(|&l| l <= MAX_BITS));
+        // Still a complete prefix code: the Kraft sum is exactly one.
+        let kraft: u64 = lengths.iter().filter(|&&l| l > 0).map(|&l| 1u64 << (MAX_BITS - l)).sum();
+        assert_eq!(kraft, 1 << MAX_BITS);
         round_trip(&data);
     }
 
@@ -385,6 +470,17 @@ mod tests {
     }
 
     #[test]
+    fn short_text_takes_the_fixed_code_when_smaller() {
+        // Too short for a dynamic code's header to pay: BTYPE 01.
+        let coded = round_trip(b"hi there");
+        assert_eq!(coded[0] & 0b111, 0b010, "{coded:x?}");
+        // Bytes above 143 cost 9 bits in the fixed code; a longer text of
+        // few symbols gets its own code: BTYPE 10.
+        let coded = round_trip(&"ééééé àààà ".repeat(40).into_bytes());
+        assert_eq!(coded[0] & 0b111, 0b100, "{coded:x?}");
+    }
+
+    #[test]
     fn run_lengths_expand_to_the_lengths() {
         let lengths: Vec<u8> = [0u8; 140]
             .iter()
@@ -396,7 +492,9 @@ mod tests {
             .copied()
             .collect();
         let mut expanded = Vec::new();
-        for run in run_lengths(&lengths) {
+        let mut runs = [Run { symbol: 0, extra: 0, extra_bits: 0 }; 200];
+        let count = run_lengths(&lengths, &mut runs);
+        for run in &runs[..count] {
             match run.symbol {
                 16 => {
                     let last = *expanded.last().unwrap();
