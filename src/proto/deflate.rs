@@ -10,11 +10,16 @@
 //! Memory: a 15-bit deflate state is about 256 KiB and an inflate state about
 //! 40 KiB. With context takeover a connection must keep them between
 //! messages; without it, they are dropped after each message and made anew.
+//!
+//! Two kinds of message are not compressed by zlib (see `proto::blocks`):
+//! those at level −2 (Huffman only), and whole messages without context
+//! takeover at level 1, for which resetting a zlib state costs more than
+//! the compression itself.
 
 use bytes::{BufMut, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
-use super::huffman::HuffmanEncoder;
+use super::blocks::BlockEncoder;
 use crate::CompressionLevel;
 
 /// The trailer of a sync flush, removed from each message on the wire.
@@ -74,9 +79,12 @@ pub struct InflateError(pub String);
 /// Compresses outgoing messages.
 pub struct Deflater {
     state: Option<Compress>,
-    /// Codes the messages at level −2 (Huffman only), which zlib's level
-    /// settings cannot express; it keeps no history.
-    huffman: HuffmanEncoder,
+    /// Writes what zlib is not used for: level −2 (Huffman only), which
+    /// zlib's level settings cannot express, and whole messages compressed
+    /// afresh at level 1 (see `proto::blocks`). It keeps no history.
+    blocks: BlockEncoder,
+    /// A message is being compressed in pieces.
+    in_message: bool,
     level: CompressionLevel,
     window_bits: u8,
     no_context_takeover: bool,
@@ -101,7 +109,8 @@ impl Deflater {
     pub fn new(level: impl Into<CompressionLevel>, window_bits: u8, no_context_takeover: bool) -> Self {
         Deflater {
             state: None,
-            huffman: HuffmanEncoder::default(),
+            blocks: BlockEncoder::default(),
+            in_message: false,
             level: level.into().clamped(),
             window_bits,
             no_context_takeover,
@@ -158,9 +167,15 @@ impl Deflater {
     /// context dropped when it is not taken over.
     pub fn compress(&mut self, input: &[u8], out: &mut BytesMut, end: bool) {
         let begin = out.len();
+        let whole = end && !self.in_message;
+        self.in_message = !end;
         if self.level == CompressionLevel::HUFFMAN_ONLY {
-            self.huffman.compress(input, out, end);
-        } else {
+            self.blocks.huffman_only(input, out, end);
+        } else if !(whole
+            && self.no_context_takeover
+            && self.level == CompressionLevel::FASTEST
+            && self.blocks.fresh_message(input, out, 1 << self.window_bits.clamp(9, 15)))
+        {
             self.zlib_compress(input, out, end);
         }
         if end {
@@ -211,7 +226,8 @@ impl Deflater {
         if let Some(state) = &mut self.state {
             state.reset();
         }
-        self.huffman.reset();
+        self.blocks.reset();
+        self.in_message = false;
     }
 
     /// Compresses one whole message.

@@ -15,6 +15,7 @@
 //! - [`server_handshake`]: the server side of the opening handshake.
 //! - [`client_handshake`]: the client side of the opening handshake.
 
+mod blocks;
 pub mod client_handshake;
 pub mod close;
 pub mod connection;
@@ -26,7 +27,6 @@ pub mod extensions;
 pub mod frame;
 pub mod handshake;
 pub mod head;
-mod huffman;
 pub(crate) mod keepalive;
 pub mod mask;
 mod opcode;
