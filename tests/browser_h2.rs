@@ -13,6 +13,8 @@
 //! Chromium must be installed (Debian's `chromium`; `.ci/run` installs it),
 //! or named by `$CHROMIUM`: without it the test fails.
 
+mod browser_support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -64,7 +66,7 @@ type Events = mpsc::UnboundedSender<Event>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_runs_websockets_over_http2() {
-    let chromium = find_chromium();
+    let chromium = browser_support::find_chromium();
     let (certificate, key, spki_hash) = certificate();
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let addr = serve_https(certificate, key, events_tx).await;
@@ -137,27 +139,6 @@ async fn chromium_runs_websockets_over_http2() {
         assert_eq!(*messages, 8, "messages echoed on {expected_path}");
         assert!(end.is_close(&[CloseCode::NORMAL]), "{expected_path} ended with {end:?}");
     }
-}
-
-/// The Chromium to run: `$CHROMIUM`, or `chromium` / `chromium-browser` on
-/// the `PATH`. Missing, the test fails: CI installs it.
-fn find_chromium() -> PathBuf {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return PathBuf::from(path);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in ["chromium", "chromium-browser"] {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "this test needs headless Chromium and found none (no $CHROMIUM, no chromium or chromium-browser on the \
-         PATH); install it with `apt-get install chromium` (.ci/run does)"
-    );
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, its key, and the
