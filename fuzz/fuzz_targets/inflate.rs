@@ -13,9 +13,9 @@
 //! whatever the level, window (9–15 bits), context takeover and the way input
 //! and output are cut. Bit 1: no context takeover. Bit 2: the inflater keeps
 //! its context even so. Bit 3: `Deflater::reset` between messages. Byte 1:
-//! level. Byte 2: window bits. Bytes 3–4: `max_out - 1`. Byte 5: compress piece
+//! level (`b % 12 - 2`: −2 to 9). Byte 2: window bits. Bytes 3–4: `max_out - 1`. Byte 5: compress piece
 //! size, byte 6: inflate piece size (0: whole). Byte 7: if not 0, the level is
-//! set to `(b - 1) % 10` after the first message. Byte 8: the separator of the
+//! set to `(b - 1) % 12 - 2` after the first message. Byte 8: the separator of the
 //! messages in the rest.
 #![no_main]
 
@@ -107,13 +107,13 @@ fn round_trip(data: &[u8]) {
     let inflater_no_takeover = no_takeover && flags & 4 == 0;
     let window_bits = 9 + bits % 7;
     let max_out = usize::from(u16::from_le_bytes([*m0, *m1])) + 1;
-    let mut deflater = Deflater::new(u32::from(level % 10), window_bits, no_takeover);
+    let mut deflater = Deflater::new(i32::from(level % 12) - 2, window_bits, no_takeover);
     assert!(deflater.can_compress());
     let mut inflater = Inflater::new(inflater_no_takeover);
 
     for (i, message) in rest.split(|b| b == sep).take(16).enumerate() {
         if i == 1 && *new_level != 0 {
-            deflater.set_level(u32::from(new_level - 1) % 10);
+            deflater.set_level(i32::from((new_level - 1) % 12) - 2);
         }
         if i > 0 && flags & 8 != 0 {
             deflater.reset();
