@@ -83,6 +83,15 @@ fn message(min: usize) -> impl Strategy<Value = Msg> {
     ]
 }
 
+/// Words of a small vocabulary, for messages that repeat each other.
+fn sentence(words: &[usize]) -> Vec<u8> {
+    const VOCABULARY: [&str; 12] = [
+        "alpha ", "bravo ", "charlie ", "delta ", "echo ", "foxtrot ", "golf ", "hotel ", "india ", "juliet ", "kilo ",
+        "lima ",
+    ];
+    words.iter().flat_map(|&w| VOCABULARY[w].bytes()).collect()
+}
+
 /// Messages among which empty ones are frequent.
 fn message_or_empty() -> impl Strategy<Value = Msg> {
     prop_oneof![
@@ -226,6 +235,38 @@ proptest! {
         // And a fresh inflater reads it.
         let back = inflate_in_pieces(&mut Inflater::new(true), &after, &[1 << 20], &[1 << 20])?;
         prop_assert!(back == second.data);
+    }
+
+    /// Level 1 with context takeover and a 9-bit window is coded
+    /// from a copy of the window: every message, whole or streamed in
+    /// pieces, still refers to exactly what the peer's window holds, also
+    /// when levels change between messages.
+    #[test]
+    fn small_windows_at_level_one_keep_their_context(
+        window_bits in 9u8..=10,
+        messages in vec(prop_oneof![
+            3 => vec(0usize..12, 0..60).prop_map(|words| Msg { kind: MessageType::Text, data: sentence(&words) }),
+            1 => message_or_empty(),
+        ], 1..12),
+        streamed in vec(proptest::option::of(vec(any::<Index>(), 0..6)), 1..4),
+        sizes in vec(1usize..400, 1..4),
+        switch in proptest::option::of((0usize..12, -2i32..=9)),
+    ) {
+        let mode = Mode { no_context_takeover: false, window_bits, level: 1 };
+        let Some((at, level)) = switch else {
+            return check_round_trip(mode, &messages, &streamed, &sizes, &[1 << 20]);
+        };
+        // The same, with the level set to `level` before message `at` and
+        // back to 1 after it.
+        let mut deflater = Deflater::new(1, window_bits, false);
+        let mut inflater = Inflater::new(false);
+        for (i, msg) in messages.iter().enumerate() {
+            deflater.set_level(if i == at { level } else { 1 });
+            let cuts = streamed[i % streamed.len()].as_ref().map(|idx| cut_points(idx, msg.data.len()));
+            let wire = compress(&mut deflater, &msg.data, cuts.as_deref());
+            let back = inflate_in_pieces(&mut inflater, &wire, &sizes, &[1 << 20])?;
+            prop_assert!(back == msg.data, "message {i}");
+        }
     }
 
     /// Empty messages anywhere in a sequence are compressed to a valid

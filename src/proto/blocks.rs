@@ -41,6 +41,9 @@ const MAX_MATCH: usize = 258;
 /// A token is a literal byte, or this flag with the match's length (bits
 /// 16–24) and distance (bits 0–15).
 const MATCH: u32 = 1 << 31;
+/// Blocks of tokens for less input than this use the fixed codes (or are
+/// stored), never a code of their own.
+const DYNAMIC_MIN: usize = 512;
 /// Bits of the thread's match-finding hash table.
 const HASH_BITS: u32 = 14;
 
@@ -91,6 +94,23 @@ struct Finder {
     /// it belong to earlier messages.
     base: u32,
     tokens: Vec<u32>,
+    /// A connection's history and the input that follows it, end to end.
+    joined: Vec<u8>,
+}
+
+impl Finder {
+    fn new() -> Self {
+        Finder { table: vec![0; 1 << HASH_BITS].into_boxed_slice(), base: 1, tokens: Vec::new(), joined: Vec::new() }
+    }
+}
+
+/// Runs `f` with the thread's match finder (or, should it be in use, a
+/// new one).
+fn with_finder<R>(f: impl FnOnce(&mut Finder) -> R) -> R {
+    FINDER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut finder) => f(finder.get_or_insert_with(Finder::new)),
+        Err(_) => f(&mut Finder::new()),
+    })
 }
 
 thread_local! {
@@ -116,22 +136,45 @@ impl BlockEncoder {
 
     /// Compresses `message`, a whole message, with no reference to anything
     /// before it and no distance above `max_distance`, ending with a sync
-    /// flush. Returns `false`, having written nothing, when the thread's
-    /// match finder is in use (never, in practice): the caller then uses zlib.
-    pub(crate) fn fresh_message(&mut self, message: &[u8], out: &mut BytesMut, max_distance: usize) -> bool {
-        FINDER.with(|cell| {
-            let Ok(mut finder) = cell.try_borrow_mut() else { return false };
-            let finder = finder.get_or_insert_with(|| Finder {
-                table: vec![0; 1 << HASH_BITS].into_boxed_slice(),
-                base: 1,
-                tokens: Vec::new(),
-            });
-            self.lz77(finder, message, out, max_distance.min(MAX_DISTANCE));
-            true
-        })
+    /// flush.
+    pub(crate) fn fresh_message(&mut self, message: &[u8], out: &mut BytesMut, max_distance: usize) {
+        with_finder(|finder| self.lz77(finder, message, 0, out, max_distance.min(MAX_DISTANCE)));
+        self.sync_flush(out);
     }
 
-    fn lz77(&mut self, finder: &mut Finder, data: &[u8], out: &mut BytesMut, max_distance: usize) {
+    /// Compresses `input` as part of the current message under context
+    /// takeover with a small window of `window` bytes: matches may reach
+    /// into `history`, the last `window` bytes sent before (what the
+    /// peer's window holds), which is then moved on past `input`. With
+    /// `end`, ends the message with a sync flush. The history is all a
+    /// connection keeps; the match finder is rebuilt from it each time.
+    pub(crate) fn with_history(
+        &mut self,
+        history: &mut Vec<u8>,
+        window: usize,
+        input: &[u8],
+        out: &mut BytesMut,
+        end: bool,
+    ) {
+        let window = window.min(MAX_DISTANCE);
+        with_finder(|finder| {
+            let mut joined = std::mem::take(&mut finder.joined);
+            joined.clear();
+            joined.extend_from_slice(history);
+            joined.extend_from_slice(input);
+            self.lz77(finder, &joined, history.len(), out, window);
+            history.clear();
+            history.extend_from_slice(&joined[joined.len().saturating_sub(window)..]);
+            finder.joined = joined;
+        });
+        if end {
+            self.sync_flush(out);
+        }
+    }
+
+    /// Codes `data[start..]` in blocks, with matches that may reach back
+    /// into `data[..start]`, already sent.
+    fn lz77(&mut self, finder: &mut Finder, data: &[u8], start: usize, out: &mut BytesMut, max_distance: usize) {
         if u32::MAX - finder.base <= data.len() as u32 + 1 || data.len() >= u32::MAX as usize / 2 {
             finder.table.fill(0);
             finder.base = 1;
@@ -141,8 +184,12 @@ impl BlockEncoder {
         let table = &mut finder.table;
         let tokens = &mut finder.tokens;
         tokens.clear();
+        // What was sent before: found by later matches, not coded.
+        for i in 0..start.min(data.len().saturating_sub(MIN_MATCH - 1)) {
+            table[hash(&data[i..i + MIN_MATCH])] = base + i as u32;
+        }
         let mut counts = Counts::new();
-        let (mut i, mut block_start) = (0, 0);
+        let (mut i, mut block_start) = (start, start);
         while i < data.len() {
             if i - block_start >= BLOCK {
                 self.block(out, &data[block_start..i], Symbols::Tokens(tokens), &mut counts);
@@ -155,8 +202,7 @@ impl BlockEncoder {
                 i += 1;
                 continue;
             };
-            let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-            let slot = (word.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize;
+            let slot = hash(word);
             let candidate = table[slot];
             table[slot] = base + i as u32;
             if candidate >= base {
@@ -172,8 +218,9 @@ impl BlockEncoder {
             literal(tokens, &mut counts, data[i]);
             i += 1;
         }
-        self.block(out, &data[block_start..], Symbols::Tokens(tokens), &mut counts);
-        self.sync_flush(out);
+        if block_start < data.len() {
+            self.block(out, &data[block_start..], Symbols::Tokens(tokens), &mut counts);
+        }
     }
 
     /// Forgets bits of an unfinished message.
@@ -191,6 +238,21 @@ impl BlockEncoder {
     /// One block of `raw`, coded as `symbols` (which `counts` counted).
     fn block(&mut self, out: &mut BytesMut, raw: &[u8], symbols: Symbols<'_>, counts: &mut Counts) {
         counts.lit_len[END_OF_BLOCK] = 1;
+        // The block's size in bits with the fixed codes and stored; for a
+        // small block of tokens, one of these is sent: building a code of
+        // its own costs more time than its few bytes of gain are worth.
+        let fixed_bits =
+            3 + bits_of(&counts.lit_len, &FIXED_LENGTHS) + bits_of(&counts.dist, &[5; DISTANCES]) + counts.extra_bits;
+        let pad = u64::from((8 - (self.count + 3) % 8) % 8);
+        let stored_bits = 3 + pad + 32 + 8 * raw.len() as u64;
+        if raw.len() < DYNAMIC_MIN && matches!(symbols, Symbols::Tokens(_)) {
+            if stored_bits <= fixed_bits {
+                self.stored(out, raw);
+            } else {
+                self.fixed(out, symbols);
+            }
+            return;
+        }
         let mut lengths = [0u8; LIT_LEN];
         code_lengths(&counts.lit_len, MAX_BITS, &mut lengths);
         let mut dist_lengths = [0u8; DISTANCES];
@@ -213,7 +275,7 @@ impl BlockEncoder {
         code_lengths(&cl_freq, MAX_CL_BITS, &mut cl_lengths);
         let hclen = CL_ORDER.iter().rposition(|&s| cl_lengths[s] != 0).map_or(4, |last| (last + 1).max(4));
 
-        // The block's size in bits three ways; the smallest is sent.
+        // The block's size with its own codes; the smallest of the three is sent.
         let header_bits = 3
             + 5
             + 5
@@ -222,23 +284,12 @@ impl BlockEncoder {
             + runs.iter().map(|r| u64::from(cl_lengths[usize::from(r.symbol)]) + u64::from(r.extra_bits)).sum::<u64>();
         let dynamic_bits =
             header_bits + bits_of(&counts.lit_len, &lengths) + bits_of(&counts.dist, &dist_lengths) + counts.extra_bits;
-        let fixed_bits =
-            3 + bits_of(&counts.lit_len, &FIXED_LENGTHS) + bits_of(&counts.dist, &[5; DISTANCES]) + counts.extra_bits;
-        let pad = u64::from((8 - (self.count + 3) % 8) % 8);
-        let stored_bits = 3 + pad + 32 + 8 * raw.len() as u64;
         if stored_bits <= dynamic_bits.min(fixed_bits) {
-            self.put(out, 0, 3);
-            self.align(out);
-            let len = raw.len() as u16;
-            out.put_u16_le(len);
-            out.put_u16_le(!len);
-            out.put_slice(raw);
+            self.stored(out, raw);
             return;
         }
         if fixed_bits <= dynamic_bits {
-            // BFINAL 0, BTYPE 01 (fixed codes).
-            self.put(out, 0b010, 3);
-            self.symbols(out, symbols, (&FIXED_LENGTHS, &FIXED_CODES), (&[5; DISTANCES], &FIXED_DISTANCE_CODES));
+            self.fixed(out, symbols);
             return;
         }
 
@@ -264,6 +315,22 @@ impl BlockEncoder {
             }
         }
         self.symbols(out, symbols, (&lengths, &codes), (&dist_lengths, &dist_codes));
+    }
+
+    /// A stored block of `raw` (BFINAL 0, BTYPE 00, LEN, NLEN, the bytes).
+    fn stored(&mut self, out: &mut BytesMut, raw: &[u8]) {
+        self.put(out, 0, 3);
+        self.align(out);
+        let len = raw.len() as u16;
+        out.put_u16_le(len);
+        out.put_u16_le(!len);
+        out.put_slice(raw);
+    }
+
+    /// A block with the fixed codes (BFINAL 0, BTYPE 01).
+    fn fixed(&mut self, out: &mut BytesMut, symbols: Symbols<'_>) {
+        self.put(out, 0b010, 3);
+        self.symbols(out, symbols, (&FIXED_LENGTHS, &FIXED_CODES), (&[5; DISTANCES], &FIXED_DISTANCE_CODES));
     }
 
     /// The block's symbols with the given codes, then the end of block.
@@ -320,6 +387,12 @@ impl BlockEncoder {
         }
         self.bits = 0;
     }
+}
+
+/// The hash table slot of the first `MIN_MATCH` bytes of `word`.
+fn hash(word: &[u8]) -> usize {
+    let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+    (word.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize
 }
 
 fn literal(tokens: &mut Vec<u32>, counts: &mut Counts, byte: u8) {
@@ -592,7 +665,7 @@ mod tests {
 
     fn fresh(data: &[u8], max_distance: usize) -> Vec<u8> {
         let mut out = BytesMut::new();
-        assert!(BlockEncoder::default().fresh_message(data, &mut out, max_distance));
+        BlockEncoder::default().fresh_message(data, &mut out, max_distance);
         assert!(out.ends_with(&[0x00, 0x00, 0xff, 0xff]), "ends with a sync flush");
         out.to_vec()
     }

@@ -11,10 +11,12 @@
 //! 40 KiB. With context takeover a connection must keep them between
 //! messages; without it, they are dropped after each message and made anew.
 //!
-//! Two kinds of message are not compressed by zlib (see `proto::blocks`):
-//! those at level −2 (Huffman only), and whole messages without context
-//! takeover at level 1, for which resetting a zlib state costs more than
-//! the compression itself.
+//! Some messages are not compressed by zlib (see `proto::blocks`): those at
+//! level −2 (Huffman only); at level 1, whole messages without context
+//! takeover, for which resetting a zlib state costs more than the
+//! compression itself, and messages under context takeover with a 9-bit
+//! window, for which a 512-byte copy of the window replaces zlib's state of
+//! about 200 KiB.
 
 use bytes::{BufMut, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -72,6 +74,12 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
+/// The largest window, in bits, for which level 1 under context takeover
+/// is coded by `proto::blocks` from a copy of the window rather than by
+/// zlib: zlib keeps about 200 KiB of state whatever the window, and slides
+/// a small window often.
+const SMALL_WINDOW_BITS: u8 = 9;
+
 /// The deflate stream could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InflateError(pub String);
@@ -79,10 +87,14 @@ pub struct InflateError(pub String);
 /// Compresses outgoing messages.
 pub struct Deflater {
     state: Option<Compress>,
-    /// Writes what zlib is not used for: level −2 (Huffman only), which
-    /// zlib's level settings cannot express, and whole messages compressed
-    /// afresh at level 1 (see `proto::blocks`). It keeps no history.
+    /// Writes what zlib is not used for (see `proto::blocks`): level −2
+    /// (Huffman only), which zlib's level settings cannot express; at level
+    /// 1, whole messages compressed afresh, and every message under context
+    /// takeover with a window of at most `SMALL_WINDOW_BITS`.
     blocks: BlockEncoder,
+    /// With context takeover and a small window at level 1: the last bytes
+    /// compressed, as many as the window holds.
+    history: Vec<u8>,
     /// A message is being compressed in pieces.
     in_message: bool,
     level: CompressionLevel,
@@ -110,6 +122,7 @@ impl Deflater {
         Deflater {
             state: None,
             blocks: BlockEncoder::default(),
+            history: Vec::new(),
             in_message: false,
             level: level.into().clamped(),
             window_bits,
@@ -131,8 +144,10 @@ impl Deflater {
             // context starts empty, which is always safe: later messages then
             // refer only to what follows (the peer's window still holds more).
             // This matters after Huffman-only messages too, which the zlib
-            // context never saw.
+            // context never saw, and for the history of the small-window
+            // coder, which did not see messages compressed by zlib.
             self.state = None;
+            self.history = Vec::new();
         }
     }
 
@@ -169,13 +184,15 @@ impl Deflater {
         let begin = out.len();
         let whole = end && !self.in_message;
         self.in_message = !end;
+        let window = 1 << self.window_bits.clamp(9, 15);
+        let fastest = self.level == CompressionLevel::FASTEST;
         if self.level == CompressionLevel::HUFFMAN_ONLY {
             self.blocks.huffman_only(input, out, end);
-        } else if !(whole
-            && self.no_context_takeover
-            && self.level == CompressionLevel::FASTEST
-            && self.blocks.fresh_message(input, out, 1 << self.window_bits.clamp(9, 15)))
-        {
+        } else if fastest && !self.no_context_takeover && self.window_bits <= SMALL_WINDOW_BITS {
+            self.blocks.with_history(&mut self.history, window, input, out, end);
+        } else if fastest && self.no_context_takeover && whole {
+            self.blocks.fresh_message(input, out, window);
+        } else {
             self.zlib_compress(input, out, end);
         }
         if end {
@@ -227,6 +244,7 @@ impl Deflater {
             state.reset();
         }
         self.blocks.reset();
+        self.history = Vec::new();
         self.in_message = false;
     }
 
