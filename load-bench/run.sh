@@ -9,7 +9,9 @@
 #   load-bench/run.sh --only http2 [--quick] [--streams N]
 #       only some scenario groups, comma-separated: small, large, latency,
 #       idle, handshakes, deflate, http2 (N WebSockets on one HTTP/2
-#       connection against N HTTP/1.1 connections; N = 16 by default)
+#       connection against N HTTP/1.1 connections; N = 16 by default),
+#       client (the small load driven by each client library against one
+#       fixed server)
 #
 # The release build goes to $CARGO_TARGET_DIR (default: the workspace's target/).
 set -euo pipefail
@@ -17,7 +19,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-groups_all="small,large,latency,idle,handshakes,deflate,http2"
+groups_all="small,large,latency,idle,handshakes,deflate,http2,client"
 quick=0 only="$groups_all" h2_streams=16
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -28,7 +30,7 @@ while [ "$#" -gt 0 ]; do
       shift
       ;;
     -h | --help)
-      sed -n '2,15p' "$0"
+      sed -n '2,17p' "$0"
       exit 0
       ;;
     *)
@@ -66,6 +68,10 @@ deflate_impls=(silverback yawc sockudo-ws)
 h2_impls=(silverback-hyper yawc-hyper axum)
 h2_peers=(yawc-hyper axum)
 h1_impls=(silverback "${h2_impls[@]}")
+# The client group: the client libraries measured, all against this server.
+client_libs=(silverback tokio-tungstenite fastwebsockets yawc)
+client_peers=(tokio-tungstenite fastwebsockets yawc)
+client_server=silverback
 
 command -v taskset >/dev/null || { echo "run.sh: taskset (util-linux) is needed" >&2; exit 1; }
 if [ "$(nproc)" -lt 2 ]; then
@@ -103,13 +109,15 @@ run_case() {
   local case="$1" impl="$2" server_args="$3" scenario="$4"
   shift 4
   local addr log="$logs/$case.$impl" spid i attempt
+  # The server run: IMPL, unless the caller names another in $server.
+  local server_impl="${server:-$impl}"
   # A port still in use (by an earlier run's socket in TIME_WAIT, say) is
   # skipped: a few tries on the next ports.
   for attempt in 1 2 3 4 5; do
     port=$((port + 1))
     addr="127.0.0.1:$port"
     # shellcheck disable=SC2086 # server_args is a list of flags
-    taskset -c 0 "$bin" server "$impl" "$addr" $server_args >"$log.server.out" 2>"$log.server.err" &
+    taskset -c 0 "$bin" server "$server_impl" "$addr" $server_args >"$log.server.out" 2>"$log.server.err" &
     spid=$!
     for i in $(seq 100); do
       grep -q listening "$log.server.out" 2>/dev/null && break
@@ -220,8 +228,14 @@ for round in $(seq "$rounds"); do
       run_case "http2-h1#$round" "$impl" "" small --connections "$h2_streams" --depth 8 --seconds "$small_secs" --warmup "$warmup"
     done
   fi
+  if want client; then
+    # The small load, driven by each client library against one server.
+    for lib in "${client_libs[@]}"; do
+      server="$client_server" run_case "client#$round" "$lib" "" client --lib "$lib" --connections "$small_conns" --depth 8 --seconds "$small_secs" --warmup "$warmup"
+    done
+  fi
 done
-for case in small large latency http2 http2-h1; do
+for case in small large latency http2 http2-h1 client; do
   merge_rounds "$case"
 done
 if want idle; then
@@ -304,6 +318,13 @@ print_table() {
   for row in "${t_rows[@]}"; do
     IFS='|' read -r label case key better <<<"$row"
     printf '| %s |' "$label"
+    if [ "$better" = info ]; then # figures only, no ratio
+      for impl in "${t_impls[@]}"; do printf ' %s |' "${result["$case|$impl|$key"]:-—}"; done
+      printf ' |'
+      [ -n "$raw" ] && printf ' |'
+      printf '\n'
+      continue
+    fi
     if [ "$better" = ratio ]; then
       for impl in "${t_impls[@]}"; do
         printf ' %s |' "$(ratio "${result["${case%/*}|$impl|$key"]:-}" "${result["${case#*/}|$impl|$key"]:-}")"
@@ -344,6 +365,12 @@ h2_rows=(
   "same, server CPU µs/msg|http2-h1|cpu_us_per_msg|lo"
   "msg/s, HTTP/2 ÷ HTTP/1.1|http2/http2-h1|msgs_per_s|ratio"
 )
+client_rows=(
+  "msg/s ($small_conns conn × 8 in flight, 32 B)|client|msgs_per_s|hi"
+  "client CPU µs/msg|client|client_cpu_us_per_msg|lo"
+  "server CPU % (median)|client|server_cpu_pct|info"
+  "server CPU µs/msg|client|server_cpu_us_per_msg|info"
+)
 
 table="$logs/table.md"
 {
@@ -355,6 +382,12 @@ table="$logs/table.md"
     echo "HTTP/2 (RFC 8441): $h2_streams WebSockets × 8 in flight, 32 B text, one HTTP/2 connection against one HTTP/1.1 connection each:"
     echo
     print_table h1_impls h2_peers h2_rows silverback-hyper ""
+  fi
+  if want client; then
+    { [ "${#main_rows[@]}" -gt 0 ] || want http2; } && echo
+    echo "Client libraries: the small load ($small_conns connections × 8 in flight, 32 B text) driven by each client, against the $client_server server:"
+    echo
+    print_table client_libs client_peers client_rows silverback ""
   fi
 } >"$table"
 
@@ -369,6 +402,11 @@ if want http2; then
   echo "HTTP/2 table: *-hyper and axum serve HTTP/1.1 and HTTP/2 with hyper-util's auto builder (extended CONNECT on);"
   echo "silverback (Upgrader::accept on TCP) speaks HTTP/1.1 only. Its ratio column divides silverback-hyper's figure"
   echo "by the best of yawc-hyper and axum; the last row divides each server's HTTP/2 rate by its HTTP/1.1 rate."
+fi
+if want client; then
+  echo "Client table: columns are the client library (one connection per task, each library's own idiom), the server is"
+  echo "always $client_server on CPU 0; client CPU µs/msg is the client process's CPU time per echo received (its inverse:"
+  echo "messages per second per client core). A server CPU % near 100 means the msg/s figure is the server's limit."
 fi
 echo "† the load generator used ≥ 90% of its core in the measured window: the figure may be bounded by the client."
 echo "‡ neither the server nor the client used half of its core in the measured window: something other than"

@@ -17,7 +17,8 @@ const USAGE: &str = "usage:
       impl: silverback | tokio-tungstenite | fastwebsockets | yawc | tokio-websockets | sockudo-ws | raw-tcp
             | silverback-hyper | yawc-hyper | axum   (HTTP/1.1 and HTTP/2 with extended CONNECT, on hyper)
   load-bench client <scenario> <addr> [options]
-      scenario: small | large | latency | idle | handshakes | http2";
+      scenario: small | large | latency | idle | handshakes | http2
+              | client (the small load, driven by the WebSocket client library --lib)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

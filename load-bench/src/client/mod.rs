@@ -5,6 +5,7 @@
 //! stop the run as `NOTE ...` lines; a failed run exits non-zero.
 
 mod http2;
+mod libs;
 mod ws;
 
 use std::net::SocketAddr;
@@ -31,7 +32,8 @@ pub const USAGE: &str = "client options:
   --count N           latency: round trips measured (20000)
   --workers W         handshakes: concurrent workers (4)
   --server-pid P      the server process: its VmRSS (idle, required) and CPU time (others)
-  --no-echo           idle: connections only handshake (default: one echo each, then idle)";
+  --no-echo           idle: connections only handshake (default: one echo each, then idle)
+  --lib L             client: the client library measured (silverback, tokio-tungstenite, fastwebsockets, yawc)";
 
 /// Bounds each connection's setup (TCP connect and WebSocket handshake; for
 /// http2, the connection and all its WebSockets).
@@ -110,6 +112,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 "idle" => idle(&opts).await,
                 "handshakes" => handshakes(&opts).await,
                 "http2" => http2::run(&opts).await,
+                "client" => libs::run(&opts, args).await,
                 other => Err(format!("unknown scenario {other:?}")),
             }
         };
