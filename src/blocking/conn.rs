@@ -431,7 +431,8 @@ impl<S: Transport> Conn<S> {
     /// Wraps a stream on which the opening handshake has already taken place.
     /// `early` holds bytes read past the handshake, which are WebSocket data.
     pub fn from_raw(stream: S, role: Role, config: Config, subprotocol: Option<String>, early: &[u8]) -> Self {
-        let mask: Box<dyn FnMut() -> [u8; 4] + Send> = Box::new(rand::random);
+        // One 32-bit draw per key (a random `[u8; 4]` would take four).
+        let mask: Box<dyn FnMut() -> [u8; 4] + Send> = Box::new(|| rand::random::<u32>().to_ne_bytes());
         let mut core = Connection::new(role, &config, Instant::now(), mask);
         core.receive_data(early);
         Conn {

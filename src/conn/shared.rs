@@ -77,6 +77,13 @@ fn keep_spare_write_buffer(mut buf: BytesMut, size: usize) {
     });
 }
 
+/// A fresh, unpredictable masking key from the thread's cryptographically
+/// secure generator: one 32-bit draw (a random `[u8; 4]` would take four,
+/// one per byte).
+fn mask_key() -> [u8; 4] {
+    rand::random::<u32>().to_ne_bytes()
+}
+
 /// The bounds a stream must meet to carry a connection.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
@@ -204,7 +211,7 @@ impl<S: Stream> Shared<S> {
 
     /// A fresh masking key for each client frame (RFC 6455 §5.3).
     fn mask_key(&self) -> Option<[u8; 4]> {
-        matches!(self.role, Role::Client).then(rand::random)
+        matches!(self.role, Role::Client).then(mask_key)
     }
 
     /// The write buffer's size: fed frames wait until this much is buffered,
