@@ -176,7 +176,9 @@ impl Ctx {
     }
 }
 
-/// The payloads one connection sends and expects back, in order.
+/// The payloads one connection sends and expects back, in order: the
+/// `small` scenario's (`text_payload`), whose sequence number is counted up
+/// in place, so that the loop itself costs little beside the library.
 struct Echoes {
     id: u64,
     sent: u64,
@@ -185,29 +187,66 @@ struct Echoes {
     expected: Vec<u8>,
 }
 
+/// Where `text_payload` writes the sequence number's 12 decimal digits.
+const SEQ_DIGITS: std::ops::Range<usize> = 9..21;
+
+/// Adds one to the decimal number in `digits` (it wraps at 10^12, as
+/// `text_payload`'s zero-padded digits do).
+fn increment(digits: &mut [u8]) {
+    for d in digits.iter_mut().rev() {
+        if *d == b'9' {
+            *d = b'0';
+        } else {
+            *d += 1;
+            return;
+        }
+    }
+}
+
 impl Echoes {
     fn new(ctx: &Ctx) -> Self {
-        Echoes { id: ctx.id, sent: 0, received: 0, payload: vec![0; ctx.size], expected: vec![0; ctx.size] }
+        let mut payload = vec![0; ctx.size];
+        text_payload(&mut payload, ctx.id, 0);
+        let expected = payload.clone();
+        Echoes { id: ctx.id, sent: 0, received: 0, payload, expected }
     }
 
-    /// The next message to send (mutable: fastwebsockets masks it in place).
-    fn next(&mut self) -> &mut [u8] {
-        text_payload(&mut self.payload, self.id, self.sent);
+    /// Rewrites `buf` (which holds message `seq - 1`) to message `seq`.
+    fn advance(buf: &mut [u8], id: u64, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        if buf.len() >= SEQ_DIGITS.end {
+            increment(&mut buf[SEQ_DIGITS]);
+        } else {
+            text_payload(buf, id, seq);
+        }
+    }
+
+    /// The next message to send, in `scratch` (for fastwebsockets, which
+    /// masks it in place).
+    fn next_in<'a>(&mut self, scratch: &'a mut [u8]) -> &'a mut [u8] {
+        scratch.copy_from_slice(self.next_ref());
+        scratch
+    }
+
+    /// The next message to send, for the libraries that copy it.
+    fn next_ref(&mut self) -> &[u8] {
+        Self::advance(&mut self.payload, self.id, self.sent);
         self.sent += 1;
-        &mut self.payload
+        &self.payload
     }
 
     /// The next message as a `&str`, for the libraries whose text messages
     /// are strings (the payload is ASCII).
     fn next_str(&mut self) -> Result<&str, String> {
-        let bytes = self.next();
-        std::str::from_utf8(bytes).map_err(|e| e.to_string())
+        std::str::from_utf8(self.next_ref()).map_err(|e| e.to_string())
     }
 
     /// Checks an echo against what was sent; true when a new message should
     /// be sent for it (the measured window has not ended).
     fn check(&mut self, data: &[u8]) -> Result<bool, String> {
-        text_payload(&mut self.expected, self.id, self.received);
+        Self::advance(&mut self.expected, self.id, self.received);
         if data != &self.expected[..] {
             return Err(format!(
                 "connection {}: echo {} differs: got {:?}, sent {:?}",
@@ -250,7 +289,7 @@ async fn silverback_conn(mut ctx: Ctx) -> Result<Option<String>, String> {
     let err = |e: silverback::Error| e.to_string();
     let mut echoes = Echoes::new(&ctx);
     for _ in 0..ctx.depth {
-        conn.feed_message(MessageType::Text, echoes.next()).await.map_err(err)?;
+        conn.feed_message(MessageType::Text, echoes.next_ref()).await.map_err(err)?;
     }
     conn.flush().await.map_err(err)?;
     while !echoes.done() {
@@ -260,7 +299,7 @@ async fn silverback_conn(mut ctx: Ctx) -> Result<Option<String>, String> {
         }
         if echoes.check(&msg.data)? {
             // Leaves with the others fed meanwhile when the next read waits.
-            conn.feed_message(MessageType::Text, echoes.next()).await.map_err(err)?;
+            conn.feed_message(MessageType::Text, echoes.next_ref()).await.map_err(err)?;
         }
     }
     Ok(close_note(async { conn.close(CloseFrame::new(CloseCode::NORMAL, "")).await.map_err(err) }).await)
@@ -364,15 +403,18 @@ async fn fastwebsockets_conn(mut ctx: Ctx) -> Result<Option<String>, String> {
         .await?;
     let err = |e: fastwebsockets::WebSocketError| e.to_string();
     let mut echoes = Echoes::new(&ctx);
+    let mut scratch = vec![0u8; ctx.size];
     for _ in 0..ctx.depth {
-        ws.write_frame(Frame::text(Payload::BorrowedMut(echoes.next()))).await.map_err(err)?;
+        ws.write_frame(Frame::text(Payload::BorrowedMut(echoes.next_in(&mut scratch)))).await.map_err(err)?;
     }
     while !echoes.done() {
         let frame = ws.read_frame().await.map_err(err)?;
         match frame.opcode {
             OpCode::Text => {
                 if echoes.check(&frame.payload)? {
-                    ws.write_frame(Frame::text(Payload::BorrowedMut(echoes.next()))).await.map_err(err)?;
+                    ws.write_frame(Frame::text(Payload::BorrowedMut(echoes.next_in(&mut scratch))))
+                        .await
+                        .map_err(err)?;
                 }
             }
             // Answered by the library (auto pong).
@@ -406,7 +448,7 @@ async fn yawc_conn(mut ctx: Ctx) -> Result<Option<String>, String> {
         .await?;
     let mut echoes = Echoes::new(&ctx);
     for _ in 0..ctx.depth {
-        ws.feed(Frame::text(bytes::Bytes::copy_from_slice(echoes.next()))).await.map_err(|e| e.to_string())?;
+        ws.feed(Frame::text(bytes::Bytes::copy_from_slice(echoes.next_ref()))).await.map_err(|e| e.to_string())?;
     }
     ws.flush().await.map_err(|e| e.to_string())?;
     async fn take(ws: &mut WebSocket<TcpStream>, echoes: &mut Echoes, item: Option<Frame>) -> Result<(), String> {
@@ -414,7 +456,7 @@ async fn yawc_conn(mut ctx: Ctx) -> Result<Option<String>, String> {
         match frame.opcode() {
             OpCode::Text => {
                 if echoes.check(frame.payload())? {
-                    ws.feed(Frame::text(bytes::Bytes::copy_from_slice(echoes.next())))
+                    ws.feed(Frame::text(bytes::Bytes::copy_from_slice(echoes.next_ref())))
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -444,4 +486,27 @@ async fn yawc_conn(mut ctx: Ctx) -> Result<Option<String>, String> {
         Err("no close frame from the server".into())
     })
     .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_in_place_gives_the_small_scenarios_payloads() {
+        for (id, size) in [(7u64, 32usize), (12345, 64), (3, 8)] {
+            let mut buf = vec![0u8; size];
+            text_payload(&mut buf, id, 0);
+            let mut fresh = vec![0u8; size];
+            for seq in (0..3000u64).chain([999_999_999_998, 999_999_999_999, 1_000_000_000_000]) {
+                if seq == 999_999_999_998 {
+                    text_payload(&mut buf, id, seq);
+                } else {
+                    Echoes::advance(&mut buf, id, seq);
+                }
+                text_payload(&mut fresh, id, seq);
+                assert_eq!(buf, fresh, "id {id}, size {size}, seq {seq}");
+            }
+        }
+    }
 }
