@@ -407,6 +407,7 @@ if want client; then
   echo "Client table: columns are the client library (one connection per task, each library's own idiom), the server is"
   echo "always $client_server on CPU 0; client CPU µs/msg is the client process's CPU time per echo received (its inverse:"
   echo "messages per second per client core). A server CPU % near 100 means the msg/s figure is the server's limit."
+  echo "Its figures too are the best of $rounds interleaved rounds (server CPU %: the median)."
 fi
 echo "† the load generator used ≥ 90% of its core in the measured window: the figure may be bounded by the client."
 echo "‡ neither the server nor the client used half of its core in the measured window: something other than"
