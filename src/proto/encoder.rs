@@ -16,6 +16,19 @@ use super::OpCode;
 /// `mask` when one is given (client frames, RFC 6455 §5.3).
 #[doc(hidden)]
 pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask: Option<[u8; 4]>, payload: &[u8]) {
+    if let (Some(key), 0..=SMALL_MASKED) = (mask, payload.len()) {
+        // A small client frame: header and payload are assembled and masked
+        // on the stack, then appended with one copy.
+        let mut frame = [0u8; 6 + SMALL_MASKED];
+        frame[0] = (u8::from(fin) << 7) | ((rsv & 0x7) << 4) | opcode.as_u8();
+        frame[1] = 0x80 | payload.len() as u8;
+        frame[2..6].copy_from_slice(&key);
+        let end = 6 + payload.len();
+        frame[6..end].copy_from_slice(payload);
+        apply_mask(&mut frame[6..end], key, 0);
+        dst.put_slice(&frame[..end]);
+        return;
+    }
     let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
     dst.reserve(header.encoded_len() + payload.len());
     header.encode(dst);
@@ -25,6 +38,10 @@ pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask
         apply_mask(&mut dst[start..], key, 0);
     }
 }
+
+/// The largest masked payload [`encode_frame`] assembles on the stack: one
+/// whose length fits the header's 7-bit form.
+const SMALL_MASKED: usize = 125;
 
 /// Appends only a frame header to `dst`, for a payload that is sent separately
 /// (a vectored write of a large unmasked payload).
@@ -49,6 +66,24 @@ mod tests {
         let mut out = BytesMut::new();
         encode_frame(&mut out, OpCode::Text, true, 0, Some([0x37, 0xfa, 0x21, 0x3d]), b"Hello");
         assert_eq!(&out[..], &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    }
+
+    #[test]
+    fn small_masked_frames_match_the_general_encoding() {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        for len in [0, 1, 3, 4, 5, 31, 32, 33, 124, 125, 126, 127, 300] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            for (opcode, fin, rsv) in [(OpCode::Text, true, 0), (OpCode::Binary, false, 4), (OpCode::Ping, true, 0)] {
+                let mut fast = BytesMut::from(&b"prefix"[..]);
+                encode_frame(&mut fast, opcode, fin, rsv, Some(key), &payload);
+                let mut general = BytesMut::from(&b"prefix"[..]);
+                FrameHeader { fin, rsv, opcode, mask: Some(key), payload_len: len as u64 }.encode(&mut general);
+                let start = general.len();
+                general.extend_from_slice(&payload);
+                apply_mask(&mut general[start..], key, 0);
+                assert_eq!(fast, general, "length {len}, {opcode:?}");
+            }
+        }
     }
 
     #[test]
