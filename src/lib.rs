@@ -151,6 +151,8 @@ pub mod conn;
 #[cfg(any(feature = "tokio", feature = "blocking"))]
 pub mod dial;
 mod error;
+#[cfg(feature = "tokio")]
+pub mod fanout;
 mod handlers;
 #[cfg(any(feature = "tokio", feature = "blocking"))]
 mod handshake_io;

@@ -136,6 +136,11 @@ impl<S: Stream> Conn<S> {
         self.write.write_prepared(message).await
     }
 
+    /// Feeds a prepared message; see [`WriteHalf::feed_prepared`].
+    pub async fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        self.write.feed_prepared(message).await
+    }
+
     /// Whether permessage-deflate was agreed.
     pub fn compression_negotiated(&self) -> bool {
         self.write.compression_negotiated()

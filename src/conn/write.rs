@@ -213,6 +213,21 @@ impl<S: Stream> WriteHalf<S> {
     ///
     /// Cancel safety: as [`WriteHalf::write_message`].
     pub async fn write_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        self.send_prepared(message, Mode::Now).await
+    }
+
+    /// Adds a [`PreparedMessage`] to the write buffer without sending it
+    /// yet, as [`WriteHalf::feed_message`] does for a message: several fed
+    /// back to back leave together with the next write or
+    /// [`WriteHalf::flush`] (or when the buffer fills), in one system call.
+    ///
+    /// Cancel safety: as [`WriteHalf::write_message`].
+    pub async fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        self.send_prepared(message, Mode::Feed).await
+    }
+
+    /// Sends (`Mode::Now`) or feeds a prepared message, as one frame.
+    async fn send_prepared(&mut self, message: &PreparedMessage, mode: Mode) -> Result<()> {
         let kind = message.kind();
         if kind.is_control() {
             return self.write_message(kind, message.data()).await;
@@ -223,13 +238,13 @@ impl<S: Stream> WriteHalf<S> {
         let len = message.data().len();
         let frame = Frame { opcode: kind.opcode(), fin: true, rsv: 0, payload: message.data() };
         let Some((window_bits, level)) = self.sender.prepared_variant(len) else {
-            return deliver(&self.shared, self.deadline, frame, Mode::Now).await;
+            return deliver(&self.shared, self.deadline, frame, mode).await;
         };
         let mut timer = Timer::new(self.deadline);
         let shared = &*self.shared;
-        wait(shared, &mut timer, |cx| shared.poll_room(cx, Mode::Now, len)).await?;
+        wait(shared, &mut timer, |cx| shared.poll_room(cx, mode, len)).await?;
         let payload = message.compressed(window_bits, level);
-        let queued = shared.queue_frame(Frame { rsv: RSV1, payload: &payload, ..frame }, Mode::Now, true);
+        let queued = shared.queue_frame(Frame { rsv: RSV1, payload: &payload, ..frame }, mode, true);
         self.sender.prepared_sent();
         match queued? {
             Queued::Waiting(end) => wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
