@@ -225,3 +225,48 @@ async fn filewatch_pushes_the_file_when_it_changes() {
 
     within("close", fresh.close(CloseFrame::new(CloseCode::NORMAL, ""))).await.unwrap();
 }
+
+#[tokio::test]
+async fn broadcast_server_sends_every_message_to_every_client_sender_included() {
+    let mut server = Running::start("broadcast_server", ["127.0.0.1:0"]);
+    let line = server.line().await.expect("broadcast_server printed nothing");
+    let addr = line
+        .strip_prefix("broadcast_server listening on ws://")
+        .unwrap_or_else(|| panic!("broadcast_server printed {line:?}"))
+        .to_owned();
+    let url = format!("ws://{addr}/");
+    // One client with compression, two without. Each announces itself and
+    // waits for its own announcement: then it is surely subscribed.
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let dialer = Dialer::new().enable_compression(i == 0);
+        let mut conn = within("dial", dialer.connect(&url)).await.unwrap().0;
+        assert_eq!(conn.compression_negotiated(), i == 0);
+        conn.write_message(MessageType::Text, format!("joined {i}")).await.unwrap();
+        assert_eq!(next_text(&mut conn).await.unwrap(), format!("joined {i}"));
+        clients.push(conn);
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        conn_send(client, i).await;
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        // The announcements of those after it, then the three messages.
+        while got.len() < (2 - i) + 3 {
+            got.push(next_text(client).await.unwrap());
+        }
+        let mut expected: Vec<String> = (i + 1..3).map(|j| format!("joined {j}")).collect();
+        expected.extend((0..3).map(|j| format!("message from {j}")));
+        let (mut joins, mut messages): (Vec<String>, Vec<String>) =
+            got.into_iter().partition(|m| m.starts_with("joined"));
+        joins.sort();
+        messages.sort();
+        joins.extend(messages);
+        assert_eq!(joins, expected, "client {i}");
+    }
+}
+
+/// Sends client `i`'s message.
+async fn conn_send<S: silverback::Stream>(conn: &mut silverback::Conn<S>, i: usize) {
+    conn.write_message(MessageType::Text, format!("message from {i}")).await.unwrap();
+}

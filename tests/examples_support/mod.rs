@@ -1,5 +1,5 @@
 //! Runs the example programs (`examples/chat.rs`, `echo.rs`, `client.rs`,
-//! `command.rs`, `filewatch.rs`) as real processes: builds them once per test
+//! `command.rs`, `filewatch.rs`, `broadcast_server.rs`) as real processes: builds them once per test
 //! binary with the same cargo, target directory, profile and features as the
 //! tests, starts them, reads the
 //! URL they print, and kills them when the test is done with them.
@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
 /// The examples these tests run.
-const EXAMPLES: [&str; 5] = ["chat", "echo", "client", "command", "filewatch"];
+const EXAMPLES: [&str; 6] = ["chat", "echo", "client", "command", "filewatch", "broadcast_server"];
 
 /// The bound on any one step of a test (a line of output, an exit): only
 /// reached when something is broken.
