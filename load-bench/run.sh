@@ -11,7 +11,7 @@
 #       idle, handshakes, deflate, http2 (N WebSockets on one HTTP/2
 #       connection against N HTTP/1.1 connections; N = 16 by default),
 #       client (the small load driven by each client library against one
-#       fixed server)
+#       fixed server), broadcast (one publisher, 1 000 and 10 000 subscribers)
 #
 # The release build goes to $CARGO_TARGET_DIR (default: the workspace's target/).
 set -euo pipefail
@@ -19,7 +19,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-groups_all="small,large,latency,idle,handshakes,deflate,http2,client"
+groups_all="small,large,latency,idle,handshakes,deflate,http2,client,broadcast"
 quick=0 only="$groups_all" h2_streams=16
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -72,6 +72,10 @@ h1_impls=(silverback "${h2_impls[@]}")
 client_libs=(silverback tokio-tungstenite fastwebsockets yawc)
 client_peers=(tokio-tungstenite fastwebsockets yawc)
 client_server=silverback
+# The broadcast group: subscriber counts, one row each.
+bc_impls=(silverback tokio-tungstenite fastwebsockets sockudo-ws)
+bc_peers=(tokio-tungstenite fastwebsockets sockudo-ws)
+if [ "$quick" = 1 ]; then bc_subs=(1000 10000) bc_secs=1; else bc_subs=(1000 10000) bc_secs=3; fi
 
 command -v taskset >/dev/null || { echo "run.sh: taskset (util-linux) is needed" >&2; exit 1; }
 if [ "$(nproc)" -lt 2 ]; then
@@ -86,6 +90,11 @@ if [ "$hard" != unlimited ] && [ "$hard" -lt "$fds" ]; then
   idle_conns=$((hard - 1024))
   echo "run.sh: descriptor limit $hard: idle scenario uses $idle_conns connections" >&2
   fds=$hard
+fi
+# The broadcast group holds one descriptor per subscriber too.
+if want broadcast && [ "$fds" -lt $((bc_subs[-1] + 1024)) ]; then
+  fds=$((bc_subs[-1] + 1024))
+  if [ "$hard" != unlimited ] && [ "$hard" -lt "$fds" ]; then fds=$hard; fi
 fi
 ulimit -n "$fds"
 
@@ -256,6 +265,18 @@ if want deflate; then
   done
 fi
 
+if want broadcast; then
+  for subs in "${bc_subs[@]}"; do
+    if [ "$subs" -gt $((fds - 1024)) ]; then
+      notes+=("broadcast-$subs: skipped, descriptor limit $fds")
+      continue
+    fi
+    for impl in "${bc_impls[@]}"; do
+      run_case "broadcast-$subs" "$impl" "--broadcast" broadcast --connections "$subs" --depth 8 --seconds "$bc_secs" --warmup "$warmup"
+    done
+  done
+fi
+
 load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 elapsed=$(($(date +%s) - started))
 
@@ -372,6 +393,17 @@ client_rows=(
   "server CPU µs/msg|client|server_cpu_us_per_msg|info"
 )
 
+bc_rows=()
+for subs in "${bc_subs[@]}"; do
+  bc_rows+=(
+    "$subs subscribers: deliveries/s|broadcast-$subs|deliveries_per_s|hi"
+    "$subs subscribers: delivery p50 µs|broadcast-$subs|p50_us|lo"
+    "$subs subscribers: delivery p99 µs|broadcast-$subs|p99_us|lo"
+    "$subs subscribers: server RSS MiB|broadcast-$subs|rss_mib|lo"
+    "$subs subscribers: server CPU µs/delivery|broadcast-$subs|cpu_us_per_delivery|lo"
+  )
+done
+
 table="$logs/table.md"
 {
   if [ "${#main_rows[@]}" -gt 0 ]; then
@@ -388,6 +420,12 @@ table="$logs/table.md"
     echo "Client libraries: the small load ($small_conns connections × 8 in flight, 32 B text) driven by each client, against the $client_server server:"
     echo
     print_table client_libs client_peers client_rows silverback ""
+  fi
+  if want broadcast; then
+    { [ "${#main_rows[@]}" -gt 0 ] || want http2 || want client; } && echo
+    echo "Broadcast: one publisher, every message to every subscriber (32 B binary, 8 in flight per subscriber):"
+    echo
+    print_table bc_impls bc_peers bc_rows silverback ""
   fi
 } >"$table"
 
@@ -408,6 +446,9 @@ if want client; then
   echo "always $client_server on CPU 0; client CPU µs/msg is the client process's CPU time per echo received (its inverse:"
   echo "messages per second per client core). A server CPU % near 100 means the msg/s figure is the server's limit."
   echo "Its figures too are the best of $rounds interleaved rounds (server CPU %: the median)."
+fi
+if want broadcast; then
+  echo "Broadcast table: one run each (not best of rounds); latency from the publisher's send stamp to the subscriber's read."
 fi
 echo "† the load generator used ≥ 90% of its core in the measured window: the figure may be bounded by the client."
 echo "‡ neither the server nor the client used half of its core in the measured window: something other than"

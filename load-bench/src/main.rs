@@ -13,11 +13,11 @@ mod servers;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  load-bench server <impl> <addr> [--deflate] [--workers N]
+  load-bench server <impl> <addr> [--deflate | --broadcast] [--workers N]
       impl: silverback | tokio-tungstenite | fastwebsockets | yawc | tokio-websockets | sockudo-ws | raw-tcp
             | silverback-hyper | yawc-hyper | axum   (HTTP/1.1 and HTTP/2 with extended CONNECT, on hyper)
   load-bench client <scenario> <addr> [options]
-      scenario: small | large | latency | idle | handshakes | http2
+      scenario: small | large | latency | idle | handshakes | http2 | broadcast
               | client (the small load, driven by the WebSocket client library --lib)";
 
 fn main() -> ExitCode {

@@ -39,6 +39,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::{flag_value, has_flag};
 
+mod broadcast;
+
 pub const IMPLS: &[&str] = &[
     "silverback",
     "tokio-tungstenite",
@@ -80,6 +82,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
     let addr: SocketAddr = addr.parse().map_err(|e| format!("bad address {addr:?}: {e}"))?;
     let deflate = has_flag(args, "--deflate");
+    let broadcast = has_flag(args, "--broadcast");
+    if broadcast && (deflate || !broadcast::IMPLS.contains(&name)) {
+        return Err(format!("--broadcast: one of {:?}, without --deflate", broadcast::IMPLS));
+    }
     if deflate && !DEFLATE_IMPLS.contains(&name) {
         return Err(format!("{name} does not support permessage-deflate (supported: {DEFLATE_IMPLS:?})"));
     }
@@ -93,6 +99,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         let listener = TcpListener::bind(addr).await.map_err(|e| format!("bind {addr}: {e}"))?;
         println!("load-bench server {name} listening on {addr} (deflate: {deflate}, workers: {workers})");
         match name {
+            _ if broadcast => tokio::spawn(broadcast::serve(name.to_owned(), listener)),
             "silverback" => tokio::spawn(silverback_server(listener, deflate)),
             "tokio-tungstenite" => tokio::spawn(tungstenite_server(listener)),
             "fastwebsockets" => tokio::spawn(fastwebsockets_server(listener)),

@@ -4,6 +4,7 @@
 //! Results go to stdout as `RESULT key=value` lines, anomalies that did not
 //! stop the run as `NOTE ...` lines; a failed run exits non-zero.
 
+mod broadcast;
 mod http2;
 mod libs;
 mod ws;
@@ -33,7 +34,9 @@ pub const USAGE: &str = "client options:
   --workers W         handshakes: concurrent workers (4)
   --server-pid P      the server process: its VmRSS (idle, required) and CPU time (others)
   --no-echo           idle: connections only handshake (default: one echo each, then idle)
-  --lib L             client: the client library measured (silverback, tokio-tungstenite, fastwebsockets, yawc)";
+  --lib L             client: the client library measured (silverback, tokio-tungstenite, fastwebsockets, yawc)
+  broadcast:          --connections subscribers (1000), --depth messages in flight per subscriber (8),
+                      --size (32), --seconds, --warmup; --server-pid required (VmRSS, CPU)";
 
 /// Bounds each connection's setup (TCP connect and WebSocket handshake; for
 /// http2, the connection and all its WebSockets).
@@ -72,6 +75,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         connections: flag_value(args, "--connections")?.unwrap_or(match scenario {
             "large" => 4,
             "idle" => 10_000,
+            "broadcast" => 1000,
             _ => 100,
         }),
         streams: flag_value(args, "--streams")?.unwrap_or(16),
@@ -113,6 +117,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 "handshakes" => handshakes(&opts).await,
                 "http2" => http2::run(&opts).await,
                 "client" => libs::run(&opts, args).await,
+                "broadcast" => broadcast::run(&opts).await,
                 other => Err(format!("unknown scenario {other:?}")),
             }
         };
