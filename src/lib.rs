@@ -123,6 +123,14 @@
 //! [`CompressionLevel`]) and a size threshold control what is sent
 //! compressed; a [`PreparedMessage`] compresses a broadcast once.
 //!
+//! # Fan-out
+//!
+//! A [`fanout::Hub`] sends each message to many connections: it is framed
+//! (and compressed, per negotiated variant) once, shared by every
+//! subscriber's writer task, and a subscriber that falls behind is handled by
+//! its [`fanout::SlowPolicy`] (drop, close, or wait a bounded time) without
+//! holding up the others.
+//!
 //! # Batching writes
 //!
 //! [`Conn::write_message`] sends at once. [`Conn::feed_message`] only adds the

@@ -313,3 +313,16 @@ async fn compressed_and_plain_subscribers_share_one_hub() {
     }
     drop(subs);
 }
+
+#[tokio::test]
+async fn fed_prepared_messages_leave_with_the_flush_in_order() {
+    let (server, mut client) = pair(64 * 1024);
+    let (_read, mut write) = server.split();
+    let messages: Vec<PreparedMessage> =
+        (0..10).map(|i| PreparedMessage::new(MessageType::Text, text(i).into_bytes())).collect();
+    for m in &messages {
+        within(write.feed_prepared(m)).await.unwrap();
+    }
+    within(write.flush()).await.unwrap();
+    assert_eq!(read_n(&mut client, 10).await, (0..10).map(text).collect::<Vec<_>>());
+}
