@@ -12,15 +12,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+
+mod queue;
+use queue::{Next, Queue, Refused};
 
 use crate::conn::{Stream, WriteHalf};
 use crate::message::MessageType;
@@ -66,10 +67,16 @@ pub struct Delivery {
 
 /// One subscriber as the hub sees it.
 struct Entry {
-    queue: mpsc::Sender<Arc<PreparedMessage>>,
+    queue: Arc<Queue>,
     policy: SlowPolicy,
-    /// Tells the writer task to close the connection.
-    stop: Option<oneshot::Sender<CloseFrame>>,
+}
+
+impl Drop for Entry {
+    /// A subscriber removed from the hub gets no more messages: its writer
+    /// task ends once it has written what is queued.
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 struct Inner {
@@ -191,11 +198,10 @@ impl Hub {
     /// [`WriteHalf::handle`]) to send control frames or close it yourself.
     pub fn subscribe<S: Stream>(&self, write: WriteHalf<S>, policy: SlowPolicy) -> Subscription {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, messages) = mpsc::channel(self.inner.capacity);
-        let (stop, stopped) = oneshot::channel();
-        self.inner.subscribers().insert(id, Entry { queue, policy, stop: Some(stop) });
+        let queue = Queue::new(self.inner.capacity);
+        self.inner.subscribers().insert(id, Entry { queue: queue.clone(), policy });
         let hub = Arc::downgrade(&self.inner);
-        tokio::spawn(run_writer(write, messages, stopped, hub.clone(), id));
+        tokio::spawn(run_writer(write, queue, hub.clone(), id));
         Subscription { id, hub }
     }
 
@@ -214,21 +220,19 @@ impl Hub {
         let mut waits = Vec::new();
         {
             let mut subscribers = self.inner.subscribers();
-            subscribers.retain(|_, entry| match entry.queue.try_send(message.clone()) {
+            subscribers.retain(|_, entry| match entry.queue.push(&message) {
                 Ok(()) => {
                     delivery.queued += 1;
                     true
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-                Err(mpsc::error::TrySendError::Full(_)) => match &entry.policy {
+                Err(Refused::Gone) => false,
+                Err(Refused::Full) => match &entry.policy {
                     SlowPolicy::Drop => {
                         delivery.dropped += 1;
                         true
                     }
                     SlowPolicy::Close(code) => {
-                        if let Some(stop) = entry.stop.take() {
-                            let _ = stop.send(CloseFrame::new(*code, "too slow"));
-                        }
+                        entry.queue.stop(CloseFrame::new(*code, "too slow"));
                         delivery.closed += 1;
                         false
                     }
@@ -242,12 +246,11 @@ impl Hub {
         if !waits.is_empty() {
             let start = Instant::now();
             for (queue, timeout) in waits {
-                let deadline = start + timeout;
-                match tokio::time::timeout_at(deadline, queue.send(message.clone())).await {
-                    Ok(Ok(())) => delivery.queued += 1,
+                match queue.push_waiting(&message, start + timeout).await {
+                    Ok(()) => delivery.queued += 1,
+                    Err(Refused::Full) => delivery.dropped += 1,
                     // The subscriber left meanwhile.
-                    Ok(Err(_)) => {}
-                    Err(_) => delivery.dropped += 1,
+                    Err(Refused::Gone) => {}
                 }
             }
         }
@@ -293,63 +296,41 @@ impl Drop for Subscription {
     }
 }
 
-/// Why a writer task stops writing.
-enum Stop {
-    /// The queue is closed and empty, or a write failed.
-    Done,
-    /// Close the connection with this frame.
-    Close(CloseFrame),
-}
-
 /// A subscriber's writer task: writes what its queue gives, several
 /// messages at a time, until the queue ends, a write fails, or it is told to
 /// close the connection.
-async fn run_writer<S: Stream>(
-    mut write: WriteHalf<S>,
-    mut messages: mpsc::Receiver<Arc<PreparedMessage>>,
-    mut stop: oneshot::Receiver<CloseFrame>,
-    hub: Weak<Inner>,
-    id: u64,
-) {
+async fn run_writer<S: Stream>(mut write: WriteHalf<S>, queue: Arc<Queue>, hub: Weak<Inner>, id: u64) {
     let handle = write.handle();
-    let mut armed = true;
     let mut batch = Vec::with_capacity(BATCH);
-    let outcome = loop {
+    let stop = loop {
+        match poll_fn(|cx| queue.poll_next(cx, &mut batch, BATCH)).await {
+            Next::Messages => {}
+            Next::Stop(frame) => break Some(frame),
+            Next::End => break None,
+        }
         let event = {
-            let step = async {
-                if messages.recv_many(&mut batch, BATCH).await == 0 {
-                    return false;
-                }
-                write_batch(&mut write, &batch).await
-            };
-            let mut step = std::pin::pin!(step);
+            let mut step = std::pin::pin!(write_batch(&mut write, &batch));
             poll_fn(|cx| {
-                if armed {
-                    match Pin::new(&mut stop).poll(cx) {
-                        Poll::Ready(Ok(frame)) => return Poll::Ready(Err(frame)),
-                        // Unsubscribed: write what is queued, then end.
-                        Poll::Ready(Err(_)) => armed = false,
-                        Poll::Pending => {}
-                    }
+                if let Poll::Ready(frame) = queue.poll_stop(cx) {
+                    return Poll::Ready(Err(frame));
                 }
                 step.as_mut().poll(cx).map(Ok)
             })
             .await
         };
-        let go_on = match event {
-            Ok(go_on) => go_on,
-            Err(frame) => break Stop::Close(frame),
-        };
         batch.clear();
-        if !go_on {
-            break Stop::Done;
+        match event {
+            Ok(true) => {}
+            Ok(false) => break None,
+            Err(frame) => break Some(frame),
         }
     };
+    queue.close();
     if let Some(hub) = hub.upgrade() {
         hub.remove(id);
     }
     drop(hub);
-    if let Stop::Close(frame) = outcome {
+    if let Some(frame) = stop {
         let _ = handle.close(frame).await;
     }
 }
