@@ -196,6 +196,10 @@ impl Hub {
     ///
     /// The writer task owns the write half; keep a [`crate::Handle`] (from
     /// [`WriteHalf::handle`]) to send control frames or close it yourself.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does.
     pub fn subscribe<S: Stream>(&self, write: WriteHalf<S>, policy: SlowPolicy) -> Subscription {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let queue = Queue::new(self.inner.capacity);
