@@ -39,6 +39,23 @@ pub struct Config {
     pub compression_level: CompressionLevel,
     /// Data messages shorter than this are sent uncompressed (default 0).
     pub compression_threshold: usize,
+    /// How long a connection with permessage-deflate context takeover may
+    /// stay idle before its compression states are parked: freed, keeping
+    /// only copies of the windows (at most 32 KiB each way), and restored
+    /// from them as preset dictionaries by the next message, which the peer
+    /// cannot tell. `None` (or zero) never parks. Default
+    /// [`DEFAULT_COMPRESSION_PARK_AFTER`] (10 s).
+    ///
+    /// The async connection parks while its read side waits for the peer:
+    /// once this long passes with no message inflated or compressed (checked
+    /// once per period, so parking comes after one to two periods of
+    /// idleness); a compressor in the middle of a streamed message is left
+    /// alone. A busy connection only sees a timer fire once per period. The
+    /// sans-IO [`crate::proto::Connection`] has the same clock among its
+    /// timers (`poll_timeout` / `handle_timeout`), armed by `next_event`;
+    /// the blocking connection, built on it, thus parks while a read waits
+    /// for input.
+    pub compression_park_after: Option<Duration>,
     /// Send a ping this often and end the connection when no pong answers
     /// within [`Config::pong_timeout`]. Off by default.
     pub ping_interval: Option<Duration>,
@@ -57,6 +74,11 @@ pub const DEFAULT_MAX_FRAGMENTS: u32 = 100_000;
 
 /// How long a keepalive ping waits for its pong by default.
 pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection with context takeover stays idle, by default,
+/// before its compression states are parked (see
+/// [`Config::compression_park_after`]).
+pub const DEFAULT_COMPRESSION_PARK_AFTER: Duration = Duration::from_secs(10);
 
 /// The compression level connections start with.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 1;
@@ -163,6 +185,7 @@ impl Default for Config {
             deflate: None,
             compression_level: CompressionLevel::new(DEFAULT_COMPRESSION_LEVEL as i32),
             compression_threshold: 0,
+            compression_park_after: Some(DEFAULT_COMPRESSION_PARK_AFTER),
             ping_interval: None,
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             max_frame_size: None,
@@ -182,6 +205,7 @@ impl fmt::Debug for Config {
             .field("deflate", &self.deflate)
             .field("compression_level", &self.compression_level)
             .field("compression_threshold", &self.compression_threshold)
+            .field("compression_park_after", &self.compression_park_after)
             .field("ping_interval", &self.ping_interval)
             .field("pong_timeout", &self.pong_timeout)
             .field("max_frame_size", &self.max_frame_size)
@@ -271,6 +295,15 @@ macro_rules! connection_options {
         /// Data messages shorter than `bytes` are sent uncompressed.
         pub fn compression_threshold(mut self, bytes: usize) -> Self {
             self.config_mut().compression_threshold = bytes;
+            self
+        }
+
+        /// How long a connection with compression context takeover stays
+        /// idle before its compression states are freed, keeping only their
+        /// windows (default 10 s; `None` or zero: never); see
+        /// [`crate::Config::compression_park_after`].
+        pub fn compression_park_after(mut self, idle: Option<std::time::Duration>) -> Self {
+            self.config_mut().compression_park_after = idle;
             self
         }
     };

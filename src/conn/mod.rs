@@ -32,6 +32,7 @@ mod join;
 #[cfg(feature = "json")]
 mod json;
 mod keepalive;
+mod park;
 mod read;
 mod shared;
 #[cfg(feature = "futures")]
@@ -89,13 +90,21 @@ impl<S: Stream> Conn<S> {
         if let Some((interval, pong_timeout)) = keepalive {
             keepalive::spawn(&shared, interval, pong_timeout);
         }
-        Conn { read: ReadHalf::new(shared.clone(), &config, early), write: WriteHalf::new(shared, &config) }
+        let write = WriteHalf::new(shared.clone(), &config);
+        let read = ReadHalf::new(shared, &config, early, write.sender.parker());
+        Conn { read, write }
     }
 
     /// Reads the next whole data message; see [`ReadHalf::read_message`].
     /// Cancel-safe.
     pub async fn read_message(&mut self) -> Result<Message> {
         self.read.read_message().await
+    }
+
+    /// Whether the connection holds compression state right now; see
+    /// [`ReadHalf::holds_compression_state`].
+    pub fn holds_compression_state(&self) -> bool {
+        self.read.holds_compression_state()
     }
 
     /// Streams the next data message; see [`ReadHalf::next_reader`].

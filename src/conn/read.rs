@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Sleep;
 
+use super::park::Park;
 use super::shared::{Shared, Stream, Timer};
 use super::{Handle, Message};
 use crate::error::{CloseError, Error, Result};
@@ -24,7 +25,7 @@ use crate::handlers::{
 };
 use crate::proto::close::{closed_by_peer, failing_close};
 use crate::proto::connection::REPLY_TIMEOUT;
-use crate::proto::deflate::Inflater;
+use crate::proto::deflate::{Deflater, Inflater};
 use crate::proto::outbox::Origin;
 use crate::proto::{CloseFrame, Decoder, Event, MessageType, OpCode, ProtocolError, Role};
 
@@ -84,6 +85,9 @@ pub struct ReadHalf<S: Stream> {
     /// Our close frame is queued: wait (up to this timer) for it to leave,
     /// then shut the stream down.
     closing: Option<Box<Timer>>,
+    /// With compression context takeover, what parks the compression states
+    /// while the connection is idle.
+    park: Option<Box<Park>>,
     /// The `futures` stream has returned its last item.
     #[cfg(feature = "futures")]
     pub(super) stream_ended: bool,
@@ -100,19 +104,27 @@ impl<S: Stream> fmt::Debug for ReadHalf<S> {
 }
 
 impl<S: Stream> ReadHalf<S> {
-    pub(crate) fn new(shared: Arc<Shared<S>>, config: &Config, early: BytesMut) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared<S>>,
+        config: &Config,
+        early: BytesMut,
+        deflater: Option<Arc<std::sync::Mutex<Deflater>>>,
+    ) -> Self {
+        let mut takes_over = false;
         let mut decoder = Decoder::new(shared.role);
         decoder.set_max_message_size(config.read_limit);
         decoder.set_max_frame_size(config.max_frame_size);
         decoder.set_max_fragments(config.max_fragments);
         if let Some(params) = &config.deflate {
             // The peer's side of the agreement says whether it keeps its context.
-            let peer_resets = match shared.role {
-                Role::Server => params.client_no_context_takeover,
-                Role::Client => params.server_no_context_takeover,
+            let (peer_resets, peer_bits) = match shared.role {
+                Role::Server => (params.client_no_context_takeover, params.client_max_window_bits),
+                Role::Client => (params.server_no_context_takeover, params.server_max_window_bits),
             };
-            decoder.set_inflater(Some(Inflater::new(peer_resets)));
+            decoder.set_inflater(Some(Inflater::with_window_bits(peer_resets, peer_bits)));
+            takes_over = !peer_resets;
         }
+        let park = Park::new(config.compression_park_after, takes_over, deflater);
         ReadHalf {
             shared,
             buf_alloc: early.capacity(),
@@ -124,6 +136,7 @@ impl<S: Stream> ReadHalf<S> {
             assembling: None,
             assembled: BytesMut::new(),
             closing: None,
+            park,
             #[cfg(feature = "futures")]
             stream_ended: false,
         }
@@ -144,6 +157,7 @@ impl<S: Stream> ReadHalf<S> {
             assembled,
             buf_alloc,
             closing,
+            park,
             #[cfg(feature = "futures")]
             stream_ended,
         } = self;
@@ -160,6 +174,7 @@ impl<S: Stream> ReadHalf<S> {
                 assembled,
                 buf_alloc,
                 closing,
+                park,
                 #[cfg(feature = "futures")]
                 stream_ended,
             }),
@@ -273,6 +288,15 @@ impl<S: Stream> ReadHalf<S> {
     /// (permanently); `None` clears it.
     pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
         self.sleep = deadline.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
+    }
+
+    /// Whether the connection holds compression state (zlib's) right now:
+    /// false without compression, and while an idle connection with context
+    /// takeover has its states parked (see
+    /// [`crate::Config::compression_park_after`]). The compressor is seen
+    /// from here only when it keeps its context.
+    pub fn holds_compression_state(&self) -> bool {
+        self.decoder.inflater_holds_state() || self.park.as_ref().is_some_and(|park| park.deflater_holds_state())
     }
 
     /// The read deadline in force.
@@ -523,6 +547,9 @@ impl<S: Stream> ReadHalf<S> {
                 // Ended between the check above and the registration.
                 if let Some(e) = self.shared.reads_ended() {
                     return Poll::Ready(Err(e));
+                }
+                if let Some(park) = &mut self.park {
+                    park.poll(cx, &mut self.decoder);
                 }
                 self.poll_deadline(cx)
             }

@@ -144,27 +144,19 @@ impl BlockEncoder {
 
     /// Compresses `input` as part of the current message under context
     /// takeover with a small window of `window` bytes: matches may reach
-    /// into `history`, the last `window` bytes sent before (what the
-    /// peer's window holds), which is then moved on past `input`. With
-    /// `end`, ends the message with a sync flush. The history is all a
-    /// connection keeps; the match finder is rebuilt from it each time.
-    pub(crate) fn with_history(
-        &mut self,
-        history: &mut Vec<u8>,
-        window: usize,
-        input: &[u8],
-        out: &mut BytesMut,
-        end: bool,
-    ) {
+    /// into `history`, at most the last `window` bytes sent before (what
+    /// the peer's window holds). With `end`, ends the message with a sync
+    /// flush. The history is all a connection keeps; the match finder is
+    /// rebuilt from it each time.
+    pub(crate) fn with_history(&mut self, history: &[u8], window: usize, input: &[u8], out: &mut BytesMut, end: bool) {
         let window = window.min(MAX_DISTANCE);
+        let history = &history[history.len().saturating_sub(window)..];
         with_finder(|finder| {
             let mut joined = std::mem::take(&mut finder.joined);
             joined.clear();
             joined.extend_from_slice(history);
             joined.extend_from_slice(input);
             self.lz77(finder, &joined, history.len(), out, window);
-            history.clear();
-            history.extend_from_slice(&joined[joined.len().saturating_sub(window)..]);
             finder.joined = joined;
         });
         if end {

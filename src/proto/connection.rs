@@ -90,6 +90,17 @@ pub struct Connection {
     close_timeout: Duration,
     keepalive: Option<Keepalive>,
     mask: Box<dyn FnMut() -> [u8; 4] + Send>,
+    /// With compression context takeover and parking on: when to park.
+    park: Option<ParkClock>,
+}
+
+/// The idle clock that parks compression states (see
+/// [`Config::compression_park_after`]): armed when [`Connection::next_event`]
+/// needs more input while a state is held, checked by [`Connection::handle_timeout`].
+#[derive(Debug)]
+struct ParkClock {
+    after: Duration,
+    at: Option<Instant>,
 }
 
 impl fmt::Debug for Connection {
@@ -117,12 +128,20 @@ impl Connection {
         decoder.set_max_fragments(config.max_fragments);
         if let Some(params) = &config.deflate {
             // The peer's side of the agreement says whether it keeps its context.
-            let peer_resets = match role {
-                Role::Server => params.client_no_context_takeover,
-                Role::Client => params.server_no_context_takeover,
+            let (peer_resets, peer_bits) = match role {
+                Role::Server => (params.client_no_context_takeover, params.client_max_window_bits),
+                Role::Client => (params.server_no_context_takeover, params.server_max_window_bits),
             };
-            decoder.set_inflater(Some(Inflater::new(peer_resets)));
+            decoder.set_inflater(Some(Inflater::with_window_bits(peer_resets, peer_bits)));
         }
+        let sender =
+            Sender::new(role, config.deflate, config.compression_level.clamped(), config.compression_threshold);
+        // Either direction keeping its context has a state worth parking.
+        let takes_over = config.deflate.is_some_and(|p| !p.client_no_context_takeover || !p.server_no_context_takeover);
+        let park = config
+            .compression_park_after
+            .filter(|after| takes_over && !after.is_zero())
+            .map(|after| ParkClock { after, at: None });
         let keepalive = config.ping_interval.map(|interval| Keepalive::new(interval, config.pong_timeout, now));
         Connection {
             role,
@@ -130,7 +149,7 @@ impl Connection {
             input: BytesMut::new(),
             read_buffer_size: config.read_buffer_size.max(64),
             outbox: Outbox::default(),
-            sender: Sender::new(role, config.deflate, config.compression_level.clamped(), config.compression_threshold),
+            sender,
             streaming: None,
             write_buffer_size: config.write_buffer_size.max(1),
             error: None,
@@ -141,7 +160,27 @@ impl Connection {
             close_timeout: config.close_timeout,
             keepalive,
             mask,
+            park,
         }
+    }
+
+    /// Waiting for input with a compression state held: from now on, an
+    /// idle period parks it.
+    fn arm_park(&mut self, now: Instant) {
+        if let Some(park) = &mut self.park {
+            if park.at.is_none() && (self.decoder.inflater_holds_state() || self.sender.holds_state()) {
+                self.decoder.start_idle();
+                self.sender.start_idle();
+                park.at = Some(now + park.after);
+            }
+        }
+    }
+
+    /// Whether zlib state is held for compression right now: false without
+    /// compression and while an idle connection has its states parked (see
+    /// [`Config::compression_park_after`]).
+    pub fn holds_compression_state(&self) -> bool {
+        self.decoder.inflater_holds_state() || self.sender.holds_state()
     }
 
     /// Which end this is.
@@ -230,7 +269,10 @@ impl Connection {
         }
         let decoded = match self.decoder.decode(&mut self.input) {
             Ok(Some(decoded)) => decoded,
-            Ok(None) => return Ok(None),
+            Ok(None) => {
+                self.arm_park(now);
+                return Ok(None);
+            }
             Err(violation) => return Err(self.fail(violation, now)),
         };
         Ok(Some(match decoded {
@@ -479,7 +521,12 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let keepalive = self.keepalive.as_ref().filter(|_| !self.transport_done && self.error.is_none());
         let keepalive = keepalive.map(Keepalive::poll_timeout);
-        match (self.deadline.filter(|_| !self.transport_done), keepalive) {
+        let at = match (self.deadline.filter(|_| !self.transport_done), keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let park = self.park.as_ref().and_then(|park| park.at).filter(|_| self.error.is_none());
+        match (at, park) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -488,8 +535,16 @@ impl Connection {
     /// Lets time pass: sends a keepalive ping when one is due, ends the
     /// connection when a pong is late (reads then fail with
     /// [`Error::KeepaliveTimeout`]), and gives up on the close handshake
-    /// when its wait is over.
+    /// when its wait is over; parks the compression states of a connection
+    /// idle for a period (see [`Config::compression_park_after`]).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(park) = &mut self.park {
+            if park.at.is_some_and(|at| now >= at) {
+                // What was used in the period is left for the next one.
+                let held = self.decoder.park_if_idle() | self.sender.park_if_idle();
+                park.at = held.then(|| now + park.after);
+            }
+        }
         if self.deadline.is_some_and(|at| now >= at) {
             self.deadline = None;
             self.transport_done = true;

@@ -159,6 +159,32 @@ impl Decoder {
         self.inflater = inflater.map(Box::new);
     }
 
+    /// Starts an idle period for the inflater: a later
+    /// [`Decoder::park_if_idle`] frees its state unless it is used before.
+    pub fn start_idle(&mut self) {
+        if let Some(inflater) = &mut self.inflater {
+            inflater.start_idle();
+        }
+    }
+
+    /// Frees the inflater's state if it was not used since the last call (or
+    /// [`Decoder::start_idle`]) and no message is under way; see
+    /// [`Inflater::park`]. Returns whether the inflater still holds a state.
+    pub fn park_if_idle(&mut self) -> bool {
+        match &mut self.inflater {
+            Some(inflater) => {
+                inflater.park_if_idle();
+                inflater.holds_state()
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the inflater holds a state that parking could free.
+    pub fn inflater_holds_state(&self) -> bool {
+        self.inflater.as_ref().is_some_and(|i| i.holds_state())
+    }
+
     /// True while a data message has started and not yet ended.
     pub fn in_message(&self) -> bool {
         self.message.is_some()

@@ -15,8 +15,27 @@
 //! level −2 (Huffman only); at level 1, whole messages without context
 //! takeover, for which resetting a zlib state costs more than the
 //! compression itself, and messages under context takeover with a 9-bit
-//! window, for which a 512-byte copy of the window replaces zlib's state of
+//! window, for which the window's copy (below) replaces zlib's state of
 //! about 200 KiB.
+//!
+//! Parking: with context takeover, each side also keeps a copy of its
+//! window — the last `2^window_bits` bytes of what it compressed, or of what
+//! it inflated (one buffer of exactly that size, filled by a
+//! copy of at most the message or the window per message). An idle
+//! connection can then free its zlib states ([`Deflater::park`],
+//! [`Inflater::park`]) and hold only the windows (at most 64 KiB, against
+//! about 300 KiB of zlib state at 15 bits); the next message restores the
+//! state from its window as a preset dictionary. Context takeover is exactly
+//! this sliding window (RFC 7692 §7.2.1), so the peer cannot tell. After a
+//! restore the compressed bytes may differ from those an unparked
+//! compressor would have made (zlib's match finder then knows every string
+//! of the window, where the running one skipped some), but they inflate to
+//! the same data; the inflated output is identical either way.
+//!
+//! The same mechanism carries a peer's context across a final (BFINAL)
+//! block: the stream ends there, but under context takeover the next
+//! message may still refer back into the window, so the next stream starts
+//! with the window as its dictionary.
 
 use bytes::{BufMut, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -74,10 +93,70 @@ fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     })
 }
 
+/// A copy of the sliding window: the last `size` bytes pushed, kept in one
+/// buffer that never grows past `size` (allocated at the first push and
+/// grown by doubling; a window of size 0 keeps nothing and costs nothing).
+#[derive(Default)]
+struct Window {
+    buf: Vec<u8>,
+    size: usize,
+    /// Once full, where the oldest byte is (the buffer is a ring).
+    start: usize,
+}
+
+impl Window {
+    fn new(size: usize) -> Self {
+        Window { buf: Vec::new(), size, start: 0 }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Appends `data`, of which only the last `size` bytes can matter.
+    fn push(&mut self, data: &[u8]) {
+        if self.size == 0 || data.is_empty() {
+            return;
+        }
+        let mut data = &data[data.len().saturating_sub(self.size)..];
+        if self.buf.len() < self.size {
+            // Grown by doubling up to exactly `size`: a connection of small
+            // messages keeps a small window.
+            let want = (self.buf.len() + data.len()).min(self.size);
+            if want > self.buf.capacity() {
+                let grown = (self.buf.capacity() * 2).max(want).min(self.size);
+                self.buf.reserve_exact(grown - self.buf.len());
+            }
+            let n = (self.size - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        while !data.is_empty() {
+            let n = (self.size - self.start).min(data.len());
+            self.buf[self.start..self.start + n].copy_from_slice(&data[..n]);
+            self.start = (self.start + n) % self.size;
+            data = &data[n..];
+        }
+    }
+
+    /// The window's bytes in order, oldest first.
+    fn contiguous(&mut self) -> &[u8] {
+        self.buf.rotate_left(self.start);
+        self.start = 0;
+        &self.buf
+    }
+
+    /// Forgets the bytes (the buffer is kept for reuse).
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+}
+
 /// The largest window, in bits, for which level 1 under context takeover
-/// is coded by `proto::blocks` from a copy of the window rather than by
-/// zlib: zlib keeps about 200 KiB of state whatever the window, and slides
-/// a small window often.
+/// is coded by `proto::blocks` from the window's copy rather than by zlib:
+/// zlib keeps about 200 KiB of state whatever the window, and slides a
+/// small window often.
 const SMALL_WINDOW_BITS: u8 = 9;
 
 /// The deflate stream could not be read.
@@ -92,14 +171,15 @@ pub struct Deflater {
     /// 1, whole messages compressed afresh, and every message under context
     /// takeover with a window of at most `SMALL_WINDOW_BITS`.
     blocks: BlockEncoder,
-    /// With context takeover and a small window at level 1: the last bytes
-    /// compressed, as many as the window holds.
-    history: Vec<u8>,
-    /// A message is being compressed in pieces.
-    in_message: bool,
     level: CompressionLevel,
     window_bits: u8,
     no_context_takeover: bool,
+    /// With context takeover, what the peer's window holds of our stream.
+    window: Window,
+    /// A message is under way (its end not compressed yet).
+    in_message: bool,
+    /// Used since the last [`Deflater::park_if_idle`].
+    used: bool,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -119,15 +199,60 @@ impl Deflater {
     /// (8–15) of window, keeping its context between messages unless
     /// `no_context_takeover`.
     pub fn new(level: impl Into<CompressionLevel>, window_bits: u8, no_context_takeover: bool) -> Self {
+        let window = if no_context_takeover || window_bits < 9 { 0 } else { 1 << window_bits.min(15) };
         Deflater {
             state: None,
             blocks: BlockEncoder::default(),
-            history: Vec::new(),
-            in_message: false,
             level: level.into().clamped(),
             window_bits,
             no_context_takeover,
+            window: Window::new(window),
+            in_message: false,
+            used: false,
         }
+    }
+
+    /// Frees the compression state between messages, keeping only the
+    /// window (context takeover only; a no-op otherwise and while a message
+    /// is under way). The next message restores the state from the window.
+    /// Returns whether a state was freed.
+    pub fn park(&mut self) -> bool {
+        if self.no_context_takeover || self.in_message {
+            return false;
+        }
+        self.state.take().is_some()
+    }
+
+    /// Starts an idle period: [`Deflater::park_if_idle`] parks unless the
+    /// compressor is used from now on.
+    pub fn start_idle(&mut self) {
+        self.used = false;
+    }
+
+    /// [`Deflater::park`] if nothing was compressed since the previous call
+    /// or [`Self::start_idle`] (call it once per idle period: a compressor in use is left alone).
+    pub fn park_if_idle(&mut self) -> bool {
+        if std::mem::take(&mut self.used) {
+            return false;
+        }
+        self.park()
+    }
+
+    /// Whether the compression state is held (not parked, not yet made).
+    pub fn holds_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// A new compression state whose context is the window.
+    fn restored(&mut self) -> Compress {
+        let bits = self.window_bits.clamp(9, 15);
+        let mut state = Compress::new_with_window_bits(Compression::new(self.level.zlib_level()), false, bits);
+        // Should this fail, the state starts empty: later messages then
+        // refer only to what follows, which is always valid.
+        if state.set_dictionary(self.window.contiguous()).is_err() {
+            state.reset();
+        }
+        state
     }
 
     /// Whether messages can be compressed at all (not with an 8-bit window).
@@ -140,14 +265,11 @@ impl Deflater {
         let level = level.into().clamped();
         if level != self.level {
             self.level = level;
-            // A new compressor at the new level from the next message on. Its
-            // context starts empty, which is always safe: later messages then
-            // refer only to what follows (the peer's window still holds more).
-            // This matters after Huffman-only messages too, which the zlib
-            // context never saw, and for the history of the small-window
-            // coder, which did not see messages compressed by zlib.
+            // A new compressor at the new level from the next message on,
+            // its context restored from the window's copy (which every kind
+            // of message goes into, whoever compressed it), or empty without
+            // context takeover.
             self.state = None;
-            self.history = Vec::new();
         }
     }
 
@@ -167,6 +289,9 @@ impl Deflater {
     }
 
     fn state(&mut self) -> &mut Compress {
+        if self.state.is_none() && !self.window.is_empty() {
+            self.state = Some(self.restored());
+        }
         let (level, bits) = (self.level.zlib_level(), self.window_bits.clamp(9, 15));
         let pooled = self.no_context_takeover;
         self.state.get_or_insert_with(|| {
@@ -184,17 +309,21 @@ impl Deflater {
         let begin = out.len();
         let whole = end && !self.in_message;
         self.in_message = !end;
+        self.used = true;
         let window = 1 << self.window_bits.clamp(9, 15);
         let fastest = self.level == CompressionLevel::FASTEST;
         if self.level == CompressionLevel::HUFFMAN_ONLY {
             self.blocks.huffman_only(input, out, end);
         } else if fastest && !self.no_context_takeover && self.window_bits <= SMALL_WINDOW_BITS {
-            self.blocks.with_history(&mut self.history, window, input, out, end);
+            self.blocks.with_history(self.window.contiguous(), window, input, out, end);
         } else if fastest && self.no_context_takeover && whole {
             self.blocks.fresh_message(input, out, window);
         } else {
             self.zlib_compress(input, out, end);
         }
+        // What the peer's window holds once it inflates this (after the
+        // compressing: a restore in `state` starts from the window before it).
+        self.window.push(input);
         if end {
             if out.ends_with(&TAIL) {
                 out.truncate(out.len() - TAIL.len());
@@ -243,8 +372,8 @@ impl Deflater {
         if let Some(state) = &mut self.state {
             state.reset();
         }
+        self.window.clear();
         self.blocks.reset();
-        self.history = Vec::new();
         self.in_message = false;
     }
 
@@ -264,6 +393,13 @@ pub struct Inflater {
     /// §7.2.3.3): the rest of this message is ignored and the next message
     /// starts a new stream.
     stream_ended: bool,
+    /// With context takeover, the last bytes inflated: the context a
+    /// restored state (after parking or a final block) starts from.
+    window: Window,
+    /// A message is under way (not finished yet).
+    in_message: bool,
+    /// Used since the last [`Inflater::park_if_idle`].
+    used: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -279,10 +415,67 @@ impl Inflater {
     /// A decompressor; with `no_context_takeover` the peer resets its context
     /// after each message, so ours is dropped too.
     pub fn new(no_context_takeover: bool) -> Self {
-        Inflater { state: None, no_context_takeover, tail_fed: 0, stream_ended: false }
+        Self::with_window_bits(no_context_takeover, 15)
+    }
+
+    /// A decompressor for a peer that compresses with at most `window_bits`
+    /// (8–15) of window: with context takeover, that much of the output is
+    /// kept for restoring the context (at least 9 bits' worth: zlib
+    /// compresses with 9 when asked for 8).
+    pub fn with_window_bits(no_context_takeover: bool, window_bits: u8) -> Self {
+        let window = if no_context_takeover { 0 } else { 1 << window_bits.clamp(9, 15) };
+        Inflater {
+            state: None,
+            no_context_takeover,
+            tail_fed: 0,
+            stream_ended: false,
+            window: Window::new(window),
+            in_message: false,
+            used: false,
+        }
+    }
+
+    /// Frees the decompression state between messages, keeping only the
+    /// window (context takeover only; a no-op otherwise and while a message
+    /// is under way). The next message restores the state from the window.
+    /// Returns whether a state was freed.
+    pub fn park(&mut self) -> bool {
+        if self.no_context_takeover || self.in_message {
+            return false;
+        }
+        self.state.take().is_some()
+    }
+
+    /// Starts an idle period: [`Inflater::park_if_idle`] parks unless the
+    /// decompressor is used from now on.
+    pub fn start_idle(&mut self) {
+        self.used = false;
+    }
+
+    /// [`Inflater::park`] if nothing was inflated since the previous call
+    /// or [`Self::start_idle`] (call it once per idle period: a decompressor in use is left alone).
+    pub fn park_if_idle(&mut self) -> bool {
+        if std::mem::take(&mut self.used) {
+            return false;
+        }
+        self.park()
+    }
+
+    /// Whether the decompression state is held (not parked, not yet made).
+    pub fn holds_state(&self) -> bool {
+        self.state.is_some()
     }
 
     fn state(&mut self) -> &mut Decompress {
+        if self.state.is_none() && !self.window.is_empty() {
+            let mut state = Decompress::new_with_window_bits(false, 15);
+            // A raw stream takes its dictionary before any input. Should
+            // this fail, a message referring back fails as corrupt.
+            if state.set_dictionary(self.window.contiguous()).is_err() {
+                state.reset(false);
+            }
+            self.state = Some(state);
+        }
         let pooled = self.no_context_takeover;
         self.state.get_or_insert_with(|| {
             pooled
@@ -296,6 +489,8 @@ impl Inflater {
     /// Returns how many input bytes were used; call again with the rest once
     /// the output has been taken.
     pub fn inflate(&mut self, input: &[u8], out: &mut BytesMut, max_out: usize) -> Result<usize, InflateError> {
+        self.in_message = true;
+        self.used = true;
         let (used, _) = self.run(input, out, max_out)?;
         Ok(used)
     }
@@ -306,7 +501,10 @@ impl Inflater {
         if self.stream_ended {
             self.stream_ended = false;
             self.tail_fed = 0;
+            // With context takeover the next message may refer back into
+            // the window: its stream starts from the window (see `state`).
             self.state = None;
+            self.in_message = false;
             return Ok(true);
         }
         while self.tail_fed < TAIL.len() {
@@ -322,6 +520,7 @@ impl Inflater {
             return Ok(false);
         }
         self.tail_fed = 0;
+        self.in_message = false;
         if self.no_context_takeover {
             if let Some(mut state) = self.state.take() {
                 state.reset(false);
@@ -336,6 +535,7 @@ impl Inflater {
         if self.stream_ended {
             return Ok((input.len(), false));
         }
+        let begin = out.len();
         let state = self.state();
         let mut used = 0;
         let mut room = max_out;
@@ -375,6 +575,7 @@ impl Inflater {
             }
             Ok((used, true))
         });
+        self.window.push(&out[begin..]);
         if ended {
             self.stream_ended = true;
         }
@@ -498,6 +699,100 @@ mod tests {
             assert!(!wire.is_empty(), "an empty payload for {msg:?}");
             assert_eq!(inflate_all(&mut inflater, &wire), msg, "after {wire:x?}");
         }
+    }
+
+    /// One message as a peer would send it that ends its stream with a
+    /// final block (`Finish`), compressed with `dictionary` as its context.
+    fn finished_message(dictionary: &[u8], data: &[u8], bits: u8) -> Vec<u8> {
+        let mut c = Compress::new_with_window_bits(Compression::new(6), false, bits);
+        if !dictionary.is_empty() {
+            c.set_dictionary(dictionary).unwrap();
+        }
+        let mut out = Vec::with_capacity(data.len() + 1024);
+        assert_eq!(c.compress_vec(data, &mut out, FlushCompress::Finish).unwrap(), Status::StreamEnd);
+        out
+    }
+
+    #[test]
+    fn after_a_final_block_the_next_message_may_refer_to_the_window() {
+        let first = b"a message that the next one repeats, word for word. ".repeat(3);
+        let second = first.clone();
+        let wire1 = finished_message(&[], &first, 15);
+        let wire2 = finished_message(&first, &second, 15);
+        assert!(wire2.len() < 20, "the second message refers back: {} bytes", wire2.len());
+        let mut inflater = Inflater::new(false);
+        assert_eq!(inflate_all(&mut inflater, &wire1), first);
+        assert_eq!(inflate_all(&mut inflater, &wire2), second);
+        // And a third, after a sync-flushed message, still sees both.
+        let mut c = Compress::new_with_window_bits(Compression::new(6), false, 15);
+        c.set_dictionary(&[first.as_slice(), &second].concat()).unwrap();
+        let mut wire3 = Vec::with_capacity(1024);
+        c.compress_vec(b"word for word", &mut wire3, FlushCompress::Sync).unwrap();
+        wire3.truncate(wire3.len() - 4);
+        assert_eq!(inflate_all(&mut inflater, &wire3), b"word for word");
+    }
+
+    #[test]
+    fn a_small_window_is_enough_after_a_final_block() {
+        let first: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let second = first[first.len() - 400..].to_vec();
+        let wire1 = finished_message(&[], &first, 9);
+        let wire2 = finished_message(&first, &second, 9);
+        let mut inflater = Inflater::with_window_bits(false, 9);
+        assert_eq!(inflate_all(&mut inflater, &wire1), first);
+        assert_eq!(inflate_all(&mut inflater, &wire2), second);
+        assert_eq!(inflater.window.buf.len(), 512);
+    }
+
+    #[test]
+    fn parked_states_are_restored_from_the_window() {
+        let mut deflater = Deflater::new(1, 15, false);
+        let mut inflater = Inflater::new(false);
+        let msg: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(i).wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let mut first = BytesMut::new();
+        deflater.compress_message(&msg, &mut first);
+        assert_eq!(inflate_all(&mut inflater, &first), msg);
+        assert!(deflater.park() && inflater.park());
+        assert!(!deflater.holds_state() && !inflater.holds_state());
+        let mut second = BytesMut::new();
+        deflater.compress_message(&msg, &mut second);
+        assert!(second.len() < first.len() / 4, "the restored context is used: {} bytes", second.len());
+        assert_eq!(inflate_all(&mut inflater, &second), msg);
+    }
+
+    #[test]
+    fn nothing_is_parked_mid_message_or_without_context_takeover() {
+        let mut deflater = Deflater::new(1, 15, false);
+        let mut wire = BytesMut::new();
+        deflater.compress(b"part", &mut wire, false);
+        assert!(!deflater.park());
+        deflater.compress(b"", &mut wire, true);
+        assert!(!deflater.park_if_idle(), "used since the last check");
+        assert!(deflater.park_if_idle());
+        let mut inflater = Inflater::new(false);
+        let mut out = BytesMut::new();
+        inflater.inflate(&wire[..2], &mut out, 1 << 20).unwrap();
+        assert!(!inflater.park());
+        let mut plain = Deflater::new(1, 15, true);
+        plain.compress_message(b"x", &mut BytesMut::new());
+        assert!(!plain.park());
+        assert_eq!(plain.window.buf.capacity(), 0);
+        assert_eq!(Inflater::new(true).window.size, 0);
+    }
+
+    #[test]
+    fn the_window_keeps_exactly_the_last_bytes() {
+        let mut window = Window::new(8);
+        window.push(b"abc");
+        assert_eq!(window.contiguous(), b"abc");
+        window.push(b"defghij");
+        assert_eq!(window.contiguous(), b"cdefghij");
+        window.push(b"kl");
+        window.push(b"m");
+        assert_eq!(window.contiguous(), b"fghijklm");
+        window.push(b"0123456789abcdef");
+        assert_eq!(window.contiguous(), b"89abcdef");
+        assert_eq!(window.buf.capacity(), 8);
     }
 
     #[test]

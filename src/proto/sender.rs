@@ -3,6 +3,8 @@
 //! and the limits on control frames. What this decides is handed to the
 //! [`Outbox`](super::outbox::Outbox) as whole frames; this module does no I/O.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use bytes::BytesMut;
 
 use super::decoder::MAX_CONTROL_PAYLOAD;
@@ -21,9 +23,14 @@ pub(crate) fn is_valid_control(opcode: OpCode, len: usize) -> bool {
 /// The compression choices of one connection's sending side.
 #[derive(Debug)]
 pub(crate) struct Sender {
-    /// Present when permessage-deflate was agreed (boxed: rare, and part of
-    /// every connection's state).
-    deflater: Option<Box<Deflater>>,
+    /// Present when permessage-deflate was agreed (behind a lock that only
+    /// an idle connection's reader ever contends for, to park it: see
+    /// [`Sender::parker`]).
+    deflater: Option<Arc<Mutex<Deflater>>>,
+    /// The compressor can compress (its window is not 8 bits).
+    can_compress: bool,
+    /// The compressor keeps its context between messages.
+    takeover: bool,
     compress: bool,
     threshold: usize,
     /// Reused for compressed payloads.
@@ -41,9 +48,13 @@ impl Sender {
                 Role::Server => (params.server_max_window_bits, params.server_no_context_takeover),
                 Role::Client => (params.client_max_window_bits, params.client_no_context_takeover),
             };
-            Box::new(Deflater::new(level, bits, resets))
+            Arc::new(Mutex::new(Deflater::new(level, bits, resets)))
         });
-        Sender { deflater, compress: true, threshold, scratch: BytesMut::new() }
+        let (can_compress, takeover) = match deflater.as_deref().map(lock_shared) {
+            Some(d) => (d.can_compress(), !d.no_context_takeover()),
+            None => (false, false),
+        };
+        Sender { deflater, can_compress, takeover, compress: true, threshold, scratch: BytesMut::new() }
     }
 
     /// Whether permessage-deflate was agreed.
@@ -56,25 +67,57 @@ impl Sender {
     }
 
     pub(crate) fn set_level(&mut self, level: CompressionLevel) {
-        if let Some(deflater) = &mut self.deflater {
+        if let Some(mut deflater) = lock(&self.deflater) {
             deflater.set_level(level);
         }
+    }
+
+    /// The compressor, shared, when it keeps its context between messages:
+    /// whoever notices the connection idle may park it
+    /// ([`Deflater::park_if_idle`]; try the lock, never wait on it).
+    pub(crate) fn parker(&self) -> Option<Arc<Mutex<Deflater>>> {
+        self.deflater.as_ref().filter(|_| self.can_compress && self.takeover).cloned()
     }
 
     pub(crate) fn set_threshold(&mut self, bytes: usize) {
         self.threshold = bytes;
     }
 
+    /// Parks the compressor if it keeps its context and was not used since
+    /// the last call or [`Sender::start_idle`] (see
+    /// [`Deflater::park_if_idle`]); returns whether it still holds a state.
+    pub(crate) fn park_if_idle(&self) -> bool {
+        match lock(&self.deflater).filter(|_| self.takeover) {
+            Some(mut deflater) => {
+                deflater.park_if_idle();
+                deflater.holds_state()
+            }
+            None => false,
+        }
+    }
+
+    /// Starts an idle period for the compressor.
+    pub(crate) fn start_idle(&self) {
+        if let Some(mut deflater) = lock(&self.deflater) {
+            deflater.start_idle();
+        }
+    }
+
+    /// Whether the compressor keeps its context and holds a state now.
+    pub(crate) fn holds_state(&self) -> bool {
+        self.takeover && lock(&self.deflater).is_some_and(|d| d.holds_state())
+    }
+
     /// The compressor for a data message of `len` bytes, if it is to be
     /// compressed (a window of 8 bits cannot be compressed with).
-    fn deflater_for(&mut self, len: usize) -> Option<&mut Deflater> {
+    fn deflater_for(&mut self, len: usize) -> Option<MutexGuard<'_, Deflater>> {
         let wanted = self.compress && len >= self.threshold;
-        self.deflater.as_deref_mut().filter(|d| wanted && d.can_compress())
+        lock(&self.deflater).filter(|_| wanted && self.can_compress)
     }
 
     /// Whether a data message of `len` bytes goes out compressed.
     pub(crate) fn compresses(&self, len: usize) -> bool {
-        self.compress && len >= self.threshold && self.deflater.as_ref().is_some_and(|d| d.can_compress())
+        self.compress && len >= self.threshold && self.can_compress
     }
 
     /// The RSV bits and payload of a whole data message's one frame:
@@ -84,7 +127,7 @@ impl Sender {
         if !self.compresses(data.len()) {
             return (0, data);
         }
-        let Some(deflater) = self.deflater.as_deref_mut() else { return (0, data) };
+        let Some(mut deflater) = lock(&self.deflater) else { return (0, data) };
         self.scratch.clear();
         deflater.compress_message(data, &mut self.scratch);
         (RSV1, &self.scratch)
@@ -93,7 +136,7 @@ impl Sender {
     /// A compressed message could not be queued after all: the compressor
     /// saw what the peer never will, so its context starts afresh.
     pub(crate) fn message_lost(&mut self) {
-        if let Some(deflater) = &mut self.deflater {
+        if let Some(mut deflater) = lock(&self.deflater) {
             deflater.reset();
         }
     }
@@ -109,8 +152,8 @@ impl Sender {
     /// kept between messages starts afresh and later messages refer only to
     /// what follows.
     pub(crate) fn prepared_sent(&mut self) {
-        if let Some(deflater) = &mut self.deflater {
-            if !deflater.no_context_takeover() {
+        if let Some(mut deflater) = lock(&self.deflater) {
+            if self.takeover {
                 deflater.reset();
             }
         }
@@ -127,8 +170,8 @@ impl Sender {
     /// fragment in `buf`, compressed when the message is; returns how many
     /// bytes of `data` were taken.
     pub(crate) fn stream(&mut self, fragments: &Fragments, data: &[u8], buf: &mut BytesMut, room: usize) -> usize {
-        match self.deflater.as_deref_mut().filter(|_| fragments.compressed) {
-            Some(deflater) => {
+        match lock(&self.deflater).filter(|_| fragments.compressed) {
+            Some(mut deflater) => {
                 let n = data.len().min(room.max(1));
                 deflater.compress(&data[..n], buf, false);
                 n
@@ -144,12 +187,21 @@ impl Sender {
     /// Completes a compressed streamed message's data in `buf` (once).
     pub(crate) fn end_stream(&mut self, fragments: &mut Fragments, buf: &mut BytesMut) {
         if fragments.compressed && !fragments.flushed {
-            if let Some(deflater) = &mut self.deflater {
+            if let Some(mut deflater) = lock(&self.deflater) {
                 deflater.compress(&[], buf, true);
             }
             fragments.flushed = true;
         }
     }
+}
+
+fn lock_shared(deflater: &Mutex<Deflater>) -> MutexGuard<'_, Deflater> {
+    // Nothing panics while holding it; the state is still the best there is.
+    deflater.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn lock(deflater: &Option<Arc<Mutex<Deflater>>>) -> Option<MutexGuard<'_, Deflater>> {
+    deflater.as_deref().map(lock_shared)
 }
 
 /// Where a streamed message stands: which opcode its next frame carries,
