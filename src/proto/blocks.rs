@@ -44,6 +44,9 @@ const MATCH: u32 = 1 << 31;
 /// Blocks of tokens for less input than this use the fixed codes (or are
 /// stored), never a code of their own.
 const DYNAMIC_MIN: usize = 512;
+/// The most input coded per pass of the match finder (see
+/// `BlockEncoder::with_history`).
+const PIECE: usize = 128 * 1024;
 /// Bits of the thread's match-finding hash table.
 const HASH_BITS: u32 = 14;
 
@@ -138,25 +141,28 @@ impl BlockEncoder {
     /// before it and no distance above `max_distance`, ending with a sync
     /// flush.
     pub(crate) fn fresh_message(&mut self, message: &[u8], out: &mut BytesMut, max_distance: usize) {
-        with_finder(|finder| self.lz77(finder, message, 0, out, max_distance.min(MAX_DISTANCE)));
-        self.sync_flush(out);
+        self.with_history(&[], max_distance, message, out, true);
     }
 
-    /// Compresses `input` as part of the current message under context
-    /// takeover with a small window of `window` bytes: matches may reach
-    /// into `history`, at most the last `window` bytes sent before (what
-    /// the peer's window holds). With `end`, ends the message with a sync
-    /// flush. The history is all a connection keeps; the match finder is
-    /// rebuilt from it each time.
+    /// Compresses `input` as part of the current message, with matches that
+    /// may reach `window` bytes back, into `history` (what was sent before:
+    /// what the peer's window holds) as well as into `input`. With `end`,
+    /// ends the message with a sync flush. The history is all a connection
+    /// keeps; the match finder is rebuilt from it each time. The input is
+    /// taken `PIECE` bytes at a time, each after the window that precedes
+    /// it, so that the thread's buffer stays small whatever the message.
     pub(crate) fn with_history(&mut self, history: &[u8], window: usize, input: &[u8], out: &mut BytesMut, end: bool) {
         let window = window.min(MAX_DISTANCE);
-        let history = &history[history.len().saturating_sub(window)..];
         with_finder(|finder| {
             let mut joined = std::mem::take(&mut finder.joined);
             joined.clear();
-            joined.extend_from_slice(history);
-            joined.extend_from_slice(input);
-            self.lz77(finder, &joined, history.len(), out, window);
+            joined.extend_from_slice(&history[history.len().saturating_sub(window)..]);
+            for piece in input.chunks(PIECE) {
+                let start = joined.len();
+                joined.extend_from_slice(piece);
+                self.lz77(finder, &joined, start, out, window);
+                joined.drain(..joined.len().saturating_sub(window));
+            }
             finder.joined = joined;
         });
         if end {
@@ -167,12 +173,14 @@ impl BlockEncoder {
     /// Codes `data[start..]` in blocks, with matches that may reach back
     /// into `data[..start]`, already sent.
     fn lz77(&mut self, finder: &mut Finder, data: &[u8], start: usize, out: &mut BytesMut, max_distance: usize) {
-        if u32::MAX - finder.base <= data.len() as u32 + 1 || data.len() >= u32::MAX as usize / 2 {
+        // `data` is at most a window and a piece: positions fit in a u32.
+        let len = data.len() as u32;
+        if u32::MAX - finder.base <= len + 1 {
             finder.table.fill(0);
             finder.base = 1;
         }
         let base = finder.base;
-        finder.base += data.len() as u32 + 1;
+        finder.base += len + 1;
         let table = &mut finder.table;
         let tokens = &mut finder.tokens;
         tokens.clear();
@@ -832,6 +840,24 @@ mod tests {
         ] {
             assert_eq!(inflate(&fresh(&data, 32768)), data, "{} bytes", data.len());
         }
+    }
+
+    #[test]
+    fn long_input_is_taken_in_pieces_that_see_the_window_before_them() {
+        // Several pieces: matches cross the pieces' edges, none beyond the window.
+        let data = b"the quick brown fox jumps over the lazy dog ".repeat(10_000);
+        for window in [512, 32768] {
+            let mut out = BytesMut::new();
+            let mut encoder = BlockEncoder::default();
+            encoder.with_history(&[], window, &data[..200_000], &mut out, false);
+            encoder.with_history(&data[200_000 - window..200_000], window, &data[200_000..], &mut out, true);
+            assert_eq!(inflate(&out), data);
+            assert!(out.len() < data.len() / 50, "window {window}: {} bytes", out.len());
+            let (longest, _) = last_block_distances();
+            assert!(longest <= window);
+        }
+        // The thread's buffer holds a window and a piece, not the input.
+        FINDER.with(|cell| assert!(cell.borrow().as_ref().unwrap().joined.capacity() <= 2 * (32768 + PIECE)));
     }
 
     #[test]
