@@ -306,6 +306,7 @@ impl Drop for Subscription {
 async fn run_writer<S: Stream>(mut write: WriteHalf<S>, queue: Arc<Queue>, hub: Weak<Inner>, id: u64) {
     let handle = write.handle();
     let mut batch = Vec::with_capacity(BATCH);
+    let mut payloads = Vec::new();
     let stop = loop {
         match poll_fn(|cx| queue.poll_next(cx, &mut batch, BATCH)).await {
             Next::Messages => {}
@@ -313,7 +314,7 @@ async fn run_writer<S: Stream>(mut write: WriteHalf<S>, queue: Arc<Queue>, hub: 
             Next::End => break None,
         }
         let event = {
-            let mut step = std::pin::pin!(write_batch(&mut write, &batch));
+            let mut step = std::pin::pin!(write.write_prepared_batch(&batch, &mut payloads));
             poll_fn(|cx| {
                 if let Poll::Ready(frame) = queue.poll_stop(cx) {
                     return Poll::Ready(Err(frame));
@@ -324,8 +325,8 @@ async fn run_writer<S: Stream>(mut write: WriteHalf<S>, queue: Arc<Queue>, hub: 
         };
         batch.clear();
         match event {
-            Ok(true) => {}
-            Ok(false) => break None,
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break None,
             Err(frame) => break Some(frame),
         }
     };
@@ -337,16 +338,4 @@ async fn run_writer<S: Stream>(mut write: WriteHalf<S>, queue: Arc<Queue>, hub: 
     if let Some(frame) = stop {
         let _ = handle.close(frame).await;
     }
-}
-
-/// Writes `batch` (not empty): fed back to back, the last one sent with
-/// them. False when a write failed.
-async fn write_batch<S: Stream>(write: &mut WriteHalf<S>, batch: &[Arc<PreparedMessage>]) -> bool {
-    let Some((last, rest)) = batch.split_last() else { return true };
-    for message in rest {
-        if write.feed_prepared(message).await.is_err() {
-            return false;
-        }
-    }
-    write.write_prepared(last).await.is_ok()
 }

@@ -326,3 +326,57 @@ async fn fed_prepared_messages_leave_with_the_flush_in_order() {
     within(write.flush()).await.unwrap();
     assert_eq!(read_n(&mut client, 10).await, (0..10).map(text).collect::<Vec<_>>());
 }
+
+/// A server/client pair over a small pipe with a small write buffer, with
+/// or without compression (context takeover both ways, a threshold that
+/// leaves short messages plain).
+fn small_buffer_pair(compressed: bool) -> (Conn<DuplexStream>, Conn<DuplexStream>) {
+    let (a, b) = tokio::io::duplex(2048);
+    let deflate = compressed.then(|| silverback::DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+    });
+    let mut server_config = Config::default();
+    server_config.write_buffer_size = 1024;
+    server_config.compression_threshold = 100;
+    server_config.deflate = deflate;
+    let mut client_config = Config::default();
+    client_config.deflate = deflate;
+    let server = Conn::from_raw(a, Role::Server, server_config, None, Default::default());
+    let client = Conn::from_raw(b, Role::Client, client_config, None, Default::default());
+    (server, client)
+}
+
+#[tokio::test]
+async fn batches_of_every_size_arrive_whole_and_in_order() {
+    // Messages queued faster than a small pipe takes them: the writer gets
+    // them in batches that mix frames that fit the write buffer with frames
+    // larger than it, compressed ones with plain ones, and a ping.
+    for compressed in [false, true] {
+        let hub = Hub::with_capacity(1000);
+        let (server, mut client) = small_buffer_pair(compressed);
+        let (read, write) = server.split();
+        drain_reads(read);
+        let _sub = hub.subscribe(write, PATIENT);
+        let sizes = [0, 1, 99, 100, 125, 126, 700, 1010, 1500, 5000, 70_000];
+        let mut sent = Vec::new();
+        for i in 0..300 {
+            let size = sizes[i % sizes.len()];
+            let body: String = format!("{i}:{}", "abcdefghij".repeat(size / 10 + 1))[..size.max(4)].to_owned();
+            if i == 150 {
+                // A ping among the data messages: answered by the client's
+                // reader with a pong, and not a data message.
+                assert_eq!(within(hub.publish(MessageType::Ping, &b"mid"[..])).await.queued, 1);
+            }
+            let delivery = within(hub.publish(MessageType::Text, body.clone())).await;
+            assert_eq!(delivery, Delivery { queued: 1, dropped: 0, closed: 0 }, "message {i}");
+            sent.push(body);
+        }
+        let got = within(read_n(&mut client, sent.len())).await;
+        for (i, (got, sent)) in got.iter().zip(&sent).enumerate() {
+            assert!(got == sent, "message {i} (compressed: {compressed}): {} bytes, sent {}", got.len(), sent.len());
+        }
+    }
+}

@@ -384,6 +384,35 @@ impl<S: Stream> Shared<S> {
         }
     }
 
+    /// Feeds whole data frames, in order, while each fits in the write
+    /// buffer without a write (after the control frames that wait), all
+    /// under one lock; returns how many were queued. Nothing is written
+    /// here: the first frame that does not fit is left to the caller, who
+    /// queues it the usual way (waiting for room).
+    pub(crate) fn feed_frames<'a>(&self, frames: impl Iterator<Item = Frame<'a>>) -> Result<usize> {
+        let fed = self.with_outbox(|outbox, _| {
+            if !outbox.is_open() {
+                return None;
+            }
+            let limit = self.limit();
+            outbox.hand_controls(limit, || self.new_write_buffer());
+            let mut fed = 0;
+            for frame in frames {
+                if outbox.buffered() + frame.payload.len() + 14 >= limit {
+                    break;
+                }
+                let key = self.mask_key();
+                outbox.append(
+                    || self.new_write_buffer(),
+                    |buf| encode_frame(buf, frame.opcode, frame.fin, frame.rsv, key, frame.payload),
+                );
+                fed += 1;
+            }
+            Some(fed)
+        });
+        fed.ok_or_else(|| self.refusal().unwrap_or(Error::CloseSent))
+    }
+
     /// Queues a large frame, writing as much of it as the stream takes
     /// straight from `frame.payload` (unmasked) or masked a piece at a time;
     /// what the stream does not take is copied into the queue whole, so that

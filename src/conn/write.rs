@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
 
 use super::shared::{poll_timed, Frame, Mode, Queued, Shared, Stream, Timer};
@@ -250,6 +250,65 @@ impl<S: Stream> WriteHalf<S> {
             Queued::Waiting(end) => wait(shared, &mut timer, |cx| shared.poll_flushed(cx, end)).await,
             Queued::Done | Queued::NoRoom => Ok(()),
         }
+    }
+
+    /// Sends `messages` (the fan-out's batch) back to back and waits until
+    /// they are written: as [`WriteHalf::feed_prepared`] for each and a
+    /// [`WriteHalf::flush`], but the data frames that fit in the write
+    /// buffer go into it under one lock. `payloads` is scratch space for
+    /// compressed payloads, kept by the caller between batches.
+    pub(crate) async fn write_prepared_batch(
+        &mut self,
+        messages: &[Arc<PreparedMessage>],
+        payloads: &mut Vec<(u8, Bytes)>,
+    ) -> Result<()> {
+        let mut rest = messages;
+        while let Some((first, after)) = rest.split_first() {
+            let fed = if self.open.is_none() { self.feed_prepared_now(rest, payloads)? } else { 0 };
+            if fed == 0 {
+                // A control message, a frame larger than the buffer's room,
+                // or a streamed message to finish first: the usual way.
+                self.feed_prepared(first).await?;
+                rest = after;
+            } else {
+                rest = &rest[fed..];
+            }
+        }
+        self.flush().await
+    }
+
+    /// Feeds the data messages at the start of `messages` that fit in the
+    /// write buffer now, under one lock; returns how many.
+    fn feed_prepared_now(
+        &mut self,
+        messages: &[Arc<PreparedMessage>],
+        payloads: &mut Vec<(u8, Bytes)>,
+    ) -> Result<usize> {
+        let data = messages.iter().take_while(|message| !message.kind().is_control());
+        let frame = |message: &PreparedMessage, rsv, payload| Frame {
+            opcode: message.kind().opcode(),
+            fin: true,
+            rsv,
+            payload,
+        };
+        if !self.sender.compresses(usize::MAX) {
+            return self.shared.feed_frames(data.map(|message| frame(message, 0, message.data())));
+        }
+        // Compressed payloads are made (or found made) before the lock.
+        payloads.clear();
+        payloads.extend(data.map(|message| match self.sender.prepared_variant(message.data().len()) {
+            Some((window_bits, level)) => (RSV1, message.compressed(window_bits, level)),
+            None => (0, message.data().clone()),
+        }));
+        let frames = messages.iter().zip(payloads.iter());
+        let fed = self.shared.feed_frames(frames.map(|(message, (rsv, payload))| frame(message, *rsv, payload)))?;
+        if payloads[..fed].iter().any(|(rsv, _)| *rsv != 0) {
+            // As `send_prepared`: the peer's window now holds bytes our own
+            // compressor never saw.
+            self.sender.prepared_sent();
+        }
+        payloads.clear();
+        Ok(fed)
     }
 
     /// Sends a whole message as one frame and waits until it is written.

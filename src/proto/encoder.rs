@@ -29,6 +29,14 @@ pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask
         dst.put_slice(&frame[..end]);
         return;
     }
+    if mask.is_none() && payload.len() <= SMALL_MASKED {
+        // A small server frame: a two-byte header, then the payload.
+        let first = (u8::from(fin) << 7) | ((rsv & 0x7) << 4) | opcode.as_u8();
+        dst.reserve(2 + payload.len());
+        dst.extend_from_slice(&[first, payload.len() as u8]);
+        dst.extend_from_slice(payload);
+        return;
+    }
     let header = FrameHeader { fin, rsv, opcode, mask, payload_len: payload.len() as u64 };
     dst.reserve(header.encoded_len() + payload.len());
     header.encode(dst);
@@ -39,8 +47,9 @@ pub fn encode_frame(dst: &mut BytesMut, opcode: OpCode, fin: bool, rsv: u8, mask
     }
 }
 
-/// The largest masked payload [`encode_frame`] assembles on the stack: one
-/// whose length fits the header's 7-bit form.
+/// The largest payload of [`encode_frame`]'s short paths (a masked frame
+/// assembled on the stack, an unmasked one with a two-byte header): one whose
+/// length fits the header's 7-bit form.
 const SMALL_MASKED: usize = 125;
 
 /// Appends only a frame header to `dst`, for a payload that is sent separately
@@ -69,19 +78,23 @@ mod tests {
     }
 
     #[test]
-    fn small_masked_frames_match_the_general_encoding() {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        for len in [0, 1, 3, 4, 5, 31, 32, 33, 124, 125, 126, 127, 300] {
-            let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
-            for (opcode, fin, rsv) in [(OpCode::Text, true, 0), (OpCode::Binary, false, 4), (OpCode::Ping, true, 0)] {
-                let mut fast = BytesMut::from(&b"prefix"[..]);
-                encode_frame(&mut fast, opcode, fin, rsv, Some(key), &payload);
-                let mut general = BytesMut::from(&b"prefix"[..]);
-                FrameHeader { fin, rsv, opcode, mask: Some(key), payload_len: len as u64 }.encode(&mut general);
-                let start = general.len();
-                general.extend_from_slice(&payload);
-                apply_mask(&mut general[start..], key, 0);
-                assert_eq!(fast, general, "length {len}, {opcode:?}");
+    fn small_frames_match_the_general_encoding() {
+        for mask in [Some([0x37, 0xfa, 0x21, 0x3d]), None] {
+            for len in [0, 1, 3, 4, 5, 31, 32, 33, 124, 125, 126, 127, 300] {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+                for (opcode, fin, rsv) in [(OpCode::Text, true, 0), (OpCode::Binary, false, 4), (OpCode::Ping, true, 0)]
+                {
+                    let mut fast = BytesMut::from(&b"prefix"[..]);
+                    encode_frame(&mut fast, opcode, fin, rsv, mask, &payload);
+                    let mut general = BytesMut::from(&b"prefix"[..]);
+                    FrameHeader { fin, rsv, opcode, mask, payload_len: len as u64 }.encode(&mut general);
+                    let start = general.len();
+                    general.extend_from_slice(&payload);
+                    if let Some(key) = mask {
+                        apply_mask(&mut general[start..], key, 0);
+                    }
+                    assert_eq!(fast, general, "length {len}, {opcode:?}, mask {mask:?}");
+                }
             }
         }
     }
