@@ -332,7 +332,7 @@ async fn fed_prepared_messages_leave_with_the_flush_in_order() {
 /// leaves short messages plain).
 fn small_buffer_pair(compressed: bool) -> (Conn<DuplexStream>, Conn<DuplexStream>) {
     let (a, b) = tokio::io::duplex(2048);
-    let deflate = compressed.then(|| silverback::DeflateParams {
+    let deflate = compressed.then_some(silverback::DeflateParams {
         server_no_context_takeover: false,
         client_no_context_takeover: false,
         server_max_window_bits: 15,
