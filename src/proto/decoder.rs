@@ -239,8 +239,11 @@ impl Decoder {
     /// can go on with [`Decoder::decode`]. The errors are those `decode`
     /// would report for the same frame.
     pub fn decode_message(&mut self, buf: &mut BytesMut) -> Result<Option<(MessageType, BytesMut)>, ProtocolError> {
-        if self.payload.is_some() {
+        if self.payload.is_some() || self.message.is_some() {
             return Ok(None);
+        }
+        if let Some(short) = self.short_frame(buf) {
+            return short.map(Some);
         }
         let Some((header, header_len)) = FrameHeader::parse(buf)? else {
             return Ok(None);
@@ -250,6 +253,44 @@ impl Decoder {
         }
         self.check_header(&header)?;
         self.take_whole_message(&header, header_len, buf).map(Some)
+    }
+
+    /// The most common frame of all, decoded without the general header
+    /// parse: a final text or binary frame without RSV bits, with a payload
+    /// of at most 125 bytes (the header's 7-bit length), masked as the role
+    /// requires and all arrived. `None` for anything else, consuming
+    /// nothing; the caller has checked that no message is under way.
+    #[inline]
+    fn short_frame(&self, buf: &mut BytesMut) -> Option<Result<(MessageType, BytesMut), ProtocolError>> {
+        let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+        let kind = match b0 {
+            0x81 => MessageType::Text,
+            0x82 => MessageType::Binary,
+            _ => return None,
+        };
+        let masked = b1 & 0x80 != 0;
+        let len = usize::from(b1 & 0x7f);
+        if len > 125 || masked != (self.role == Role::Server) {
+            return None;
+        }
+        let header_len = if masked { 6 } else { 2 };
+        if buf.len() < header_len + len {
+            return None;
+        }
+        let key = masked.then(|| [buf[2], buf[3], buf[4], buf[5]]);
+        let header = FrameHeader { fin: true, rsv: 0, opcode: kind.opcode(), mask: key, payload_len: len as u64 };
+        if let Err(e) = self.check_sizes(&header, header.payload_len) {
+            return Some(Err(e));
+        }
+        buf.advance(header_len);
+        let mut data = buf.split_to(len);
+        if let Some(key) = key {
+            apply_mask(&mut data, key, 0);
+        }
+        if kind == MessageType::Text && super::utf8::validate(&data).is_err() {
+            return Some(Err(ProtocolError::InvalidUtf8));
+        }
+        Some(Ok((kind, data)))
     }
 
     /// Whether the frame whose header is at the front of `buf` is a whole
@@ -570,6 +611,57 @@ mod tests {
             let general = decoder(limit).decode(&mut BytesMut::from(&bytes[..]));
             assert!(fast.is_err(), "{fast:?}");
             assert_eq!(fast.err(), general.err());
+        }
+    }
+
+    #[test]
+    fn decode_message_agrees_with_decode_on_every_first_byte() {
+        // Every first header byte, lengths around the short form's edge,
+        // masked or not, for both roles, with and without a limit, whole or
+        // one byte short, valid or invalid UTF-8: whatever `decode_message`
+        // takes, `decode` takes the same way; what it refuses, `decode`
+        // refuses alike; what it leaves, it leaves untouched.
+        for role in [Role::Server, Role::Client] {
+            for limit in [None, Some(4)] {
+                for b0 in 0..=255u8 {
+                    for len in [0usize, 1, 5, 125, 126] {
+                        for (masked, payload_byte, cut) in
+                            [(true, b'a', 0), (false, b'a', 0), (true, 0xff, 0), (false, 0xff, 0), (true, b'a', 1)]
+                        {
+                            let mut bytes = vec![b0];
+                            if len < 126 {
+                                bytes.push(u8::from(masked) << 7 | len as u8);
+                            } else {
+                                bytes.push(u8::from(masked) << 7 | 126);
+                                bytes.extend((len as u16).to_be_bytes());
+                            }
+                            if masked {
+                                bytes.extend([0, 0, 0, 0]);
+                            }
+                            bytes.extend(std::iter::repeat_n(payload_byte, len));
+                            bytes.truncate(bytes.len() - cut);
+                            let decoder = || {
+                                let mut d = Decoder::new(role);
+                                d.set_max_message_size(limit);
+                                d
+                            };
+                            let mut fast_buf = BytesMut::from(&bytes[..]);
+                            let fast = decoder().decode_message(&mut fast_buf);
+                            let mut general_buf = BytesMut::from(&bytes[..]);
+                            let general = decoder().decode(&mut general_buf);
+                            let case = format!("{role:?} {limit:?} {b0:#x} {len} {masked} {payload_byte} {cut}");
+                            match fast {
+                                Ok(Some((kind, data))) => {
+                                    assert_eq!(general, Ok(Some(Event::Message { kind, data })), "{case}");
+                                    assert_eq!(fast_buf, general_buf, "{case}");
+                                }
+                                Err(e) => assert_eq!(general, Err(e), "{case}"),
+                                Ok(None) => assert_eq!(fast_buf.len(), bytes.len(), "{case}"),
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
