@@ -153,6 +153,31 @@ impl Window {
     }
 }
 
+/// What parking needs to know of a compressor or a decompressor besides its
+/// state: whether a message is under way, and whether it was used in the
+/// current idle period.
+#[derive(Debug, Default)]
+struct Activity {
+    /// A message is under way (its end not compressed or inflated yet).
+    in_message: bool,
+    /// Used since the idle period began.
+    used: bool,
+}
+
+impl Activity {
+    /// Whether a state may be freed now: only with context takeover (the
+    /// window then restores it) and between messages.
+    fn may_park(&self, no_context_takeover: bool) -> bool {
+        !no_context_takeover && !self.in_message
+    }
+
+    /// Ends an idle period and begins the next: whether nothing used the
+    /// state during it.
+    fn idle_period_ended(&mut self) -> bool {
+        !std::mem::take(&mut self.used)
+    }
+}
+
 /// The largest window, in bits, for which level 1 under context takeover
 /// is coded by `proto::blocks` from the window's copy rather than by zlib:
 /// zlib keeps about 200 KiB of state whatever the window, and slides a
@@ -176,10 +201,7 @@ pub struct Deflater {
     no_context_takeover: bool,
     /// With context takeover, what the peer's window holds of our stream.
     window: Window,
-    /// A message is under way (its end not compressed yet).
-    in_message: bool,
-    /// Used since the last [`Deflater::park_if_idle`].
-    used: bool,
+    activity: Activity,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -207,8 +229,7 @@ impl Deflater {
             window_bits,
             no_context_takeover,
             window: Window::new(window),
-            in_message: false,
-            used: false,
+            activity: Activity::default(),
         }
     }
 
@@ -217,25 +238,19 @@ impl Deflater {
     /// is under way). The next message restores the state from the window.
     /// Returns whether a state was freed.
     pub fn park(&mut self) -> bool {
-        if self.no_context_takeover || self.in_message {
-            return false;
-        }
-        self.state.take().is_some()
+        self.activity.may_park(self.no_context_takeover) && self.state.take().is_some()
     }
 
     /// Starts an idle period: [`Deflater::park_if_idle`] parks unless the
     /// compressor is used from now on.
     pub fn start_idle(&mut self) {
-        self.used = false;
+        self.activity.used = false;
     }
 
     /// [`Deflater::park`] if nothing was compressed since the previous call
     /// or [`Self::start_idle`] (call it once per idle period: a compressor in use is left alone).
     pub fn park_if_idle(&mut self) -> bool {
-        if std::mem::take(&mut self.used) {
-            return false;
-        }
-        self.park()
+        self.activity.idle_period_ended() && self.park()
     }
 
     /// Whether the compression state is held (not parked, not yet made).
@@ -307,9 +322,9 @@ impl Deflater {
     /// context dropped when it is not taken over.
     pub fn compress(&mut self, input: &[u8], out: &mut BytesMut, end: bool) {
         let begin = out.len();
-        let whole = end && !self.in_message;
-        self.in_message = !end;
-        self.used = true;
+        let whole = end && !self.activity.in_message;
+        self.activity.in_message = !end;
+        self.activity.used = true;
         let window = 1 << self.window_bits.clamp(9, 15);
         let fastest = self.level == CompressionLevel::FASTEST;
         if self.level == CompressionLevel::HUFFMAN_ONLY {
@@ -374,7 +389,7 @@ impl Deflater {
         }
         self.window.clear();
         self.blocks.reset();
-        self.in_message = false;
+        self.activity.in_message = false;
     }
 
     /// Compresses one whole message.
@@ -396,10 +411,7 @@ pub struct Inflater {
     /// With context takeover, the last bytes inflated: the context a
     /// restored state (after parking or a final block) starts from.
     window: Window,
-    /// A message is under way (not finished yet).
-    in_message: bool,
-    /// Used since the last [`Inflater::park_if_idle`].
-    used: bool,
+    activity: Activity,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -430,8 +442,7 @@ impl Inflater {
             tail_fed: 0,
             stream_ended: false,
             window: Window::new(window),
-            in_message: false,
-            used: false,
+            activity: Activity::default(),
         }
     }
 
@@ -440,25 +451,19 @@ impl Inflater {
     /// is under way). The next message restores the state from the window.
     /// Returns whether a state was freed.
     pub fn park(&mut self) -> bool {
-        if self.no_context_takeover || self.in_message {
-            return false;
-        }
-        self.state.take().is_some()
+        self.activity.may_park(self.no_context_takeover) && self.state.take().is_some()
     }
 
     /// Starts an idle period: [`Inflater::park_if_idle`] parks unless the
     /// decompressor is used from now on.
     pub fn start_idle(&mut self) {
-        self.used = false;
+        self.activity.used = false;
     }
 
     /// [`Inflater::park`] if nothing was inflated since the previous call
     /// or [`Self::start_idle`] (call it once per idle period: a decompressor in use is left alone).
     pub fn park_if_idle(&mut self) -> bool {
-        if std::mem::take(&mut self.used) {
-            return false;
-        }
-        self.park()
+        self.activity.idle_period_ended() && self.park()
     }
 
     /// Whether the decompression state is held (not parked, not yet made).
@@ -489,8 +494,8 @@ impl Inflater {
     /// Returns how many input bytes were used; call again with the rest once
     /// the output has been taken.
     pub fn inflate(&mut self, input: &[u8], out: &mut BytesMut, max_out: usize) -> Result<usize, InflateError> {
-        self.in_message = true;
-        self.used = true;
+        self.activity.in_message = true;
+        self.activity.used = true;
         let (used, _) = self.run(input, out, max_out)?;
         Ok(used)
     }
@@ -504,7 +509,7 @@ impl Inflater {
             // With context takeover the next message may refer back into
             // the window: its stream starts from the window (see `state`).
             self.state = None;
-            self.in_message = false;
+            self.activity.in_message = false;
             return Ok(true);
         }
         while self.tail_fed < TAIL.len() {
@@ -520,7 +525,7 @@ impl Inflater {
             return Ok(false);
         }
         self.tail_fed = 0;
-        self.in_message = false;
+        self.activity.in_message = false;
         if self.no_context_takeover {
             if let Some(mut state) = self.state.take() {
                 state.reset(false);
