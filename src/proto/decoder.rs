@@ -617,12 +617,13 @@ mod tests {
     #[test]
     fn decode_message_agrees_with_decode_on_every_first_byte() {
         // Every first header byte, lengths around the short form's edge,
-        // masked or not, for both roles, with and without a limit, whole or
-        // one byte short, valid or invalid UTF-8: whatever `decode_message`
-        // takes, `decode` takes the same way; what it refuses, `decode`
-        // refuses alike; what it leaves, it leaves untouched.
+        // masked or not, for both roles, with and without a message or frame
+        // size limit, whole or one byte short, valid or invalid UTF-8:
+        // whatever `decode_message` takes, `decode` takes the same way; what
+        // it refuses, `decode` refuses alike; what it leaves, it leaves
+        // untouched.
         for role in [Role::Server, Role::Client] {
-            for limit in [None, Some(4)] {
+            for (limit, frame_limit) in [(None, None), (Some(4), None), (None, Some(4))] {
                 for b0 in 0..=255u8 {
                     for len in [0usize, 1, 5, 125, 126] {
                         for (masked, payload_byte, cut) in
@@ -643,13 +644,16 @@ mod tests {
                             let decoder = || {
                                 let mut d = Decoder::new(role);
                                 d.set_max_message_size(limit);
+                                d.set_max_frame_size(frame_limit);
                                 d
                             };
                             let mut fast_buf = BytesMut::from(&bytes[..]);
                             let fast = decoder().decode_message(&mut fast_buf);
                             let mut general_buf = BytesMut::from(&bytes[..]);
                             let general = decoder().decode(&mut general_buf);
-                            let case = format!("{role:?} {limit:?} {b0:#x} {len} {masked} {payload_byte} {cut}");
+                            let case = format!(
+                                "{role:?} {limit:?} {frame_limit:?} {b0:#x} {len} {masked} {payload_byte} {cut}"
+                            );
                             match fast {
                                 Ok(Some((kind, data))) => {
                                     assert_eq!(general, Ok(Some(Event::Message { kind, data })), "{case}");
