@@ -161,6 +161,63 @@ fn allocations_during<R>(f: impl FnOnce() -> R) -> (R, isize) {
     (result, THREAD_ALLOCATIONS.with(|count| count.get()) - before)
 }
 
+/// Sends `warm_up` 32-byte text messages each way a caller can
+/// (`write_message`, and `feed_message` with one `flush`), then `messages`
+/// more each way; returns the allocations this thread made after the
+/// warm-up.
+fn sending_allocations(
+    runtime: &tokio::runtime::Runtime,
+    conn: &mut Conn<TcpStream>,
+    payload: [u8; 32],
+    warm_up: usize,
+    messages: usize,
+) -> isize {
+    runtime.block_on(async {
+        for _ in 0..warm_up {
+            conn.write_message(MessageType::Text, payload).await.unwrap();
+            conn.feed_message(MessageType::Text, payload).await.unwrap();
+        }
+        conn.flush().await.unwrap();
+    });
+    let ((), writes) = allocations_during(|| {
+        runtime.block_on(async {
+            for _ in 0..messages {
+                conn.write_message(MessageType::Text, payload).await.unwrap();
+            }
+        })
+    });
+    let ((), feeds) = allocations_during(|| {
+        runtime.block_on(async {
+            for _ in 0..messages {
+                conn.feed_message(MessageType::Text, payload).await.unwrap();
+            }
+            conn.flush().await.unwrap();
+        })
+    });
+    writes + feeds
+}
+
+/// Reads one text message per entry of `expected`, checking each; returns
+/// how many were read and the allocations this thread made meanwhile.
+fn receiving_allocations(
+    runtime: &tokio::runtime::Runtime,
+    conn: &mut Conn<TcpStream>,
+    expected: &[String],
+) -> (usize, isize) {
+    allocations_during(|| {
+        runtime.block_on(async {
+            let mut received = 0;
+            for text in expected {
+                let msg = conn.read_message().await.unwrap();
+                assert_eq!(msg.kind, MessageType::Text);
+                assert_eq!(msg.data, text.as_bytes());
+                received += 1;
+            }
+            received
+        })
+    })
+}
+
 /// A server-side connection over loopback, and the peer's blocking socket.
 fn server_conn(runtime: &tokio::runtime::Runtime) -> (Conn<TcpStream>, std::net::TcpStream) {
     runtime.block_on(async {
@@ -194,29 +251,7 @@ fn sending_small_messages_allocates_nothing_once_warm() {
     });
     let payload = [b'x'; 32];
     // Warm-up: spare write buffers, the stream's registration.
-    runtime.block_on(async {
-        for _ in 0..WARM_UP {
-            conn.write_message(MessageType::Text, payload).await.unwrap();
-            conn.feed_message(MessageType::Text, payload).await.unwrap();
-        }
-        conn.flush().await.unwrap();
-    });
-    let ((), writes) = allocations_during(|| {
-        runtime.block_on(async {
-            for _ in 0..MESSAGES {
-                conn.write_message(MessageType::Text, payload).await.unwrap();
-            }
-        })
-    });
-    let ((), feeds) = allocations_during(|| {
-        runtime.block_on(async {
-            for _ in 0..MESSAGES {
-                conn.feed_message(MessageType::Text, payload).await.unwrap();
-            }
-            conn.flush().await.unwrap();
-        })
-    });
-    let count = writes + feeds;
+    let count = sending_allocations(&runtime, &mut conn, payload, WARM_UP, MESSAGES);
     reader.join().unwrap();
     // At most tokio's own list of deferred wake-ups, made afresh in each
     // `block_on` when the task's budget runs out.
@@ -239,17 +274,7 @@ fn receiving_pipelined_messages_allocates_per_read_not_per_message() {
     }
     let expected: Vec<String> = (0..MESSAGES).map(|i| format!("message {i:>24}")).collect();
     peer.write_all(&frames).unwrap();
-    let (received, count) = allocations_during(|| {
-        runtime.block_on(async {
-            let mut received = 0;
-            for text in &expected {
-                let msg = conn.read_message().await.unwrap();
-                assert_eq!(msg.data, text.as_bytes());
-                received += 1;
-            }
-            received
-        })
-    });
+    let (received, count) = receiving_allocations(&runtime, &mut conn, &expected);
     assert_eq!(received, MESSAGES);
     // Each read (up to 4 KiB, about 120 of these frames) takes one buffer
     // and one shared-ownership record for the messages split from it; a
@@ -339,29 +364,7 @@ fn a_client_sending_small_masked_messages_allocates_nothing_once_warm() {
     let payload = [b'x'; 32];
     // Warm-up: spare write buffers, the stream's registration, the
     // thread's random number generator for the masking keys.
-    runtime.block_on(async {
-        for _ in 0..WARM_UP {
-            conn.write_message(MessageType::Text, payload).await.unwrap();
-            conn.feed_message(MessageType::Text, payload).await.unwrap();
-        }
-        conn.flush().await.unwrap();
-    });
-    let ((), writes) = allocations_during(|| {
-        runtime.block_on(async {
-            for _ in 0..MESSAGES {
-                conn.write_message(MessageType::Text, payload).await.unwrap();
-            }
-        })
-    });
-    let ((), feeds) = allocations_during(|| {
-        runtime.block_on(async {
-            for _ in 0..MESSAGES {
-                conn.feed_message(MessageType::Text, payload).await.unwrap();
-            }
-            conn.flush().await.unwrap();
-        })
-    });
-    let count = writes + feeds;
+    let count = sending_allocations(&runtime, &mut conn, payload, WARM_UP, MESSAGES);
     let frames = masked_frames(&reader.join().unwrap());
     assert_eq!(frames.len(), 2 * (MESSAGES + WARM_UP));
     assert!(frames.iter().all(|(_, p)| p[..] == payload[..]), "a payload was not masked right");
@@ -391,18 +394,7 @@ fn a_client_receiving_pipelined_messages_allocates_per_read_not_per_message() {
     }
     let expected: Vec<String> = (0..MESSAGES).map(|i| format!("message {i:>24}")).collect();
     peer.write_all(&frames).unwrap();
-    let (received, count) = allocations_during(|| {
-        runtime.block_on(async {
-            let mut received = 0;
-            for text in &expected {
-                let msg = conn.read_message().await.unwrap();
-                assert_eq!(msg.kind, MessageType::Text);
-                assert_eq!(msg.data, text.as_bytes());
-                received += 1;
-            }
-            received
-        })
-    });
+    let (received, count) = receiving_allocations(&runtime, &mut conn, &expected);
     assert_eq!(received, MESSAGES);
     // As for the server: each read (up to 4 KiB, about 120 of these frames)
     // takes one buffer and one shared-ownership record for the messages
