@@ -363,11 +363,7 @@ impl<S: Stream> Shared<S> {
             let end = if write && len >= VECTORED_THRESHOLD {
                 self.queue_large(outbox, cx, frame)
             } else {
-                let key = self.mask_key();
-                outbox.append(
-                    || self.new_write_buffer(),
-                    |buf| encode_frame(buf, frame.opcode, frame.fin, frame.rsv, key, frame.payload),
-                )
+                self.append_frame(outbox, frame)
             };
             if !write {
                 return Some(Queued::Done);
@@ -382,6 +378,17 @@ impl<S: Stream> Shared<S> {
             Some(queued) => Ok(queued),
             None => Err(self.refusal().unwrap_or(Error::CloseSent)),
         }
+    }
+
+    /// Appends a whole frame to the outbox's buffer (masked for a client);
+    /// returns the queue's end after it.
+    #[inline]
+    fn append_frame(&self, outbox: &mut Outbox, frame: Frame<'_>) -> u64 {
+        let key = self.mask_key();
+        outbox.append(
+            || self.new_write_buffer(),
+            |buf| encode_frame(buf, frame.opcode, frame.fin, frame.rsv, key, frame.payload),
+        )
     }
 
     /// Feeds whole data frames, in order, while each fits in the write
@@ -401,11 +408,7 @@ impl<S: Stream> Shared<S> {
                 if outbox.buffered() + frame.payload.len() + 14 >= limit {
                     break;
                 }
-                let key = self.mask_key();
-                outbox.append(
-                    || self.new_write_buffer(),
-                    |buf| encode_frame(buf, frame.opcode, frame.fin, frame.rsv, key, frame.payload),
-                );
+                self.append_frame(outbox, frame);
                 fed += 1;
             }
             Some(fed)
